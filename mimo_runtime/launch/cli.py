@@ -1,0 +1,73 @@
+"""`mimo-run`: one subcommand per file in `launch/commands/`, imported only when used.
+
+User errors (bad topology, bad flags) print one line `error: ...` and exit 2, never a traceback.
+"""
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from mimo_runtime.errors import ArgumentError, UserError
+
+# subcommand -> (module under mimo_runtime.launch.commands, one-line help). Command modules keep
+# their imports light at module level (torch is imported inside `run`) so `--help` stays fast.
+COMMANDS = {
+    "plan": ("plan", "show how a topology maps onto ranks (table or --json)"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports `error: --flag: message` in one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse hook
+        sys.stderr.write(f"error: {message}\n")
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mimo-run", description="Heterogeneous multimodal training on megatron-core.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        _command(module).add_arguments(p)
+    return parser
+
+
+def _command(module: str):
+    return importlib.import_module(f"mimo_runtime.launch.commands.{module}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(_command(COMMANDS[args.command][0]).run(args) or 0)
+    except UserError as e:
+        sys.stderr.write(e.line() + "\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+
+
+def positive_int(flag: str):
+    """argparse `type=` for flags that must be > 0, reported in the one-line form."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+        return value
+
+    parse.__name__ = flag
+    return parse
+
+
+__all__ = ["main", "build_parser", "positive_int", "ArgumentError"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""`mimo-run plan TOPOLOGY [--json] [--world-size N]`."""
+
+import json
+
+from mimo_runtime.launch.cli import positive_int
+from mimo_runtime.plan import make_plan
+from mimo_runtime.topology import load_topology
+
+
+def add_arguments(p) -> None:
+    p.add_argument("topology", help="topology YAML file")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON (see docs/topology.md)")
+    p.add_argument("--world-size", type=positive_int("--world-size"), help="check against this many ranks")
+
+
+def run(args) -> int:
+    plan = make_plan(load_topology(args.topology), args.world_size)
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=1))
+        return 0
+    print(format_table(plan))
+    return 0
+
+
+def format_table(plan) -> str:
+    lines = [f"world_size={plan.world_size} layout={plan.layout.value} "
+             f"microbatches={plan.num_microbatches} edges={', '.join(f'{a}->{b}' for a, b in plan.edges)}",
+             f"{'rank':>5}  {'module':<10} {'stage':<12} {'tp':>3} {'cp':>3} {'dp':>3} {'pp':>3}"]
+    for entry in plan.rank_entries():
+        for name, c in entry["modules"].items():
+            stage = "first+last" if c["is_first_stage"] and c["is_last_stage"] else (
+                "first" if c["is_first_stage"] else "last" if c["is_last_stage"] else "middle")
+            lines.append(f"{entry['rank']:>5}  {name:<10} {stage:<12} {c['tp_rank']:>3} {c['cp_rank']:>3} "
+                         f"{c['dp_rank']:>3} {c['pp_rank']:>3}")
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""YAML -> raw dict -> schema dataclasses, with one-line errors naming file and field."""
+
+import dataclasses
+import difflib
+import typing
+from typing import Any, Dict
+
+import yaml
+
+from mimo_runtime.errors import TopologyError
+from mimo_runtime.topology.schema import REQUIRED, Module, Topology
+
+
+def read_yaml(path: str) -> Dict[str, Any]:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise TopologyError(path, "", f"cannot read file: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise TopologyError(path, where, f"invalid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise TopologyError(path, "", "expected a mapping at the top level")
+    return raw
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, src: str, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, src, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TopologyError(src, path, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TopologyError(src, path, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TopologyError(src, path, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise TopologyError(src, path, f"expected a string, got {value!r}")
+        return value
+    if origin in (dict, typing.Mapping, Dict) or origin is getattr(typing, "Mapping", None):
+        if not isinstance(value, dict):
+            raise TopologyError(src, path, f"expected a mapping, got {value!r}")
+        key_tp, val_tp = typing.get_args(tp)
+        return {str(k): _convert(v, val_tp, src, f"{path}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise TopologyError(src, path, f"expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], src, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise TopologyError(src, path, f"expected a list of {len(args)} items, got {len(value)}")
+        return tuple(_convert(v, a, src, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    raise TypeError(f"schema type {tp} at {path} has no converter")
+
+
+def build(cls: type, raw: Any, src: str, path: str, **given: Any) -> Any:
+    """Fill dataclass `cls` from mapping `raw`: unknown keys, types and simple bounds checked."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise TopologyError(src, path, f"expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    prefix = f"{path}." if path else ""
+    for key in raw:
+        if key not in fields or key in given:
+            near = difflib.get_close_matches(str(key), [k for k in fields if k not in given], n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise TopologyError(src, f"{prefix}{key}", f"unknown key{hint}")
+    values = dict(given)
+    for name, f in fields.items():
+        if name in given:
+            continue
+        if name not in raw:
+            if f.default is REQUIRED:
+                raise TopologyError(src, f"{prefix}{name}", "required key is missing")
+            continue
+        value = _convert(raw[name], hints[name], src, f"{prefix}{name}")
+        _check_bounds(value, f, src, f"{prefix}{name}")
+        values[name] = value
+    return cls(**values)
+
+
+def _check_bounds(value: Any, f: dataclasses.Field, src: str, path: str) -> None:
+    meta = f.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        choices = ", ".join(meta["choices"])
+        raise TopologyError(src, path, f"must be one of {choices}, got {value!r}")
+    if meta.get("positive") and value <= 0:
+        raise TopologyError(src, path, f"must be positive, got {value}")
+    if meta.get("min_value") is not None and value < meta["min_value"]:
+        raise TopologyError(src, path, f"must be >= {meta['min_value']}, got {value}")
+
+
+def parse_modules(raw: Any, src: str) -> Dict[str, Module]:
+    if not isinstance(raw, dict) or not raw:
+        raise TopologyError(src, "modules", "expected a non-empty mapping of module name -> module")
+    return {str(name): build(Module, spec_, src, f"modules.{name}", name=str(name)) for name, spec_ in raw.items()}
+
+
+def parse_topology(raw: Dict[str, Any], src: str) -> Topology:
+    """Schema pass only; `validate.finalize` fills defaults and checks cross-field rules."""
+    if "modules" not in raw:
+        raise TopologyError(src, "modules", "required key is missing")
+    modules = parse_modules(raw["modules"], src)
+    rest = {k: v for k, v in raw.items() if k != "modules"}
+    return build(Topology, rest, src, "", modules=modules, source=src)

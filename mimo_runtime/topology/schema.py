@@ -1,0 +1,82 @@
+"""Topology file schema: frozen dataclasses, one per section.
+
+Each field's default, allowed values and one-line doc live in its `spec(...)`; the parser
+(`parse.py`) reads them, so adding a key to the file format is one line here plus any
+cross-field rule in `validate.py`.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+
+def spec(default: Any = None, doc: str = "", choices: Tuple = (), positive: bool = False,
+         min_value: Optional[float] = None, factory: Optional[Callable[[], Any]] = None):
+    """A schema field: default, docs and simple checks, read by the parser."""
+    meta = {"doc": doc, "choices": choices, "positive": positive, "min_value": min_value}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+REQUIRED = object()  # marks a field the file must give
+
+
+@dataclass(frozen=True)
+class Parallel:
+    tp: int = spec(1, "tensor-parallel size", positive=True)
+    cp: int = spec(1, "context-parallel size (language model only)", positive=True)
+    dp: int = spec(0, "data-parallel size; default: ranks / (tp * cp * pp)", min_value=0)
+    pp: int = spec(1, "pipeline-parallel size", positive=True)
+
+    @property
+    def size(self) -> int:
+        return self.tp * self.cp * self.dp * self.pp
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str = spec("", "the key under `modules:`")
+    kind: str = spec(REQUIRED, "encoder or language", choices=("encoder", "language"))
+    modality: str = spec("", "for encoders: the modality it embeds; must equal the module name (the default)")
+    ranks: int = spec(0, "number of ranks; default: tp * cp * dp * pp", min_value=0)
+    rank_offset: int = spec(-1, "first rank; default: right after the previous module", min_value=-1)
+    parallel: Parallel = spec(factory=Parallel, doc="parallel sizes")
+    frozen: bool = spec(False, "freeze the encoder's weights (its projection stays trainable)")
+    resources: Mapping[str, float] = spec(factory=dict, doc="Ray resources per rank, e.g. {CPU: 1, enc: 1}")
+
+
+@dataclass(frozen=True)
+class Train:
+    global_batch: int = spec(8, "samples per optimizer step", positive=True)
+    micro_batch: int = spec(2, "samples per microbatch per language data-parallel replica", positive=True)
+    steps: int = spec(20, "optimizer steps", positive=True)
+    lr: float = spec(3.0e-4, "learning rate", min_value=0.0)
+    weight_decay: float = spec(0.0, "AdamW weight decay", min_value=0.0)
+    grad_clip: float = spec(1.0, "global gradient-norm clip across all modules; 0 disables", min_value=0.0)
+    schedule: str = spec("1f1b", "pipeline schedule", choices=("1f1b", "gpipe"))
+    seed: int = spec(1234, "seed for initialization and data", min_value=0)
+    timeout_s: float = spec(120.0, "seconds any rank waits on a collective or a peer", positive=True)
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str = spec("", "a label for logs")
+    model: str = spec("tiny-vlm", "model preset name")
+    placement: str = spec("separate", "separate: modules on their own ranks; colocated: every module on all ranks",
+                          choices=("separate", "colocated"))
+    modules: Mapping[str, Module] = spec(REQUIRED, "the modules, by name")
+    edges: Tuple[Tuple[str, str], ...] = spec((), "[[encoder, language], ...]; default: every encoder -> language")
+    train: Train = spec(factory=Train, doc="batch sizes and optimizer")
+    source: str = spec("<memory>", "the file this topology came from")
+
+    @property
+    def language(self) -> Module:
+        return next(m for m in self.modules.values() if m.kind == "language")
+
+    @property
+    def encoders(self) -> Dict[str, Module]:
+        return {n: m for n, m in self.modules.items() if m.kind == "encoder"}
+
+    @property
+    def world_size(self) -> int:
+        return max(m.rank_offset + m.ranks for m in self.modules.values())

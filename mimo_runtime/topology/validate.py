@@ -1,0 +1,216 @@
+"""Cross-field rules: fill derived defaults, then check what a single field cannot."""
+
+import dataclasses
+import difflib
+from typing import Dict, List, Tuple
+
+from mimo_runtime.errors import TopologyError
+from mimo_runtime.topology.presets import PRESETS
+from mimo_runtime.topology.schema import Module, Parallel, Topology
+
+
+def finalize(topo: Topology) -> Topology:
+    src = topo.source
+    _check_kinds(topo)
+    modules = {n: _fill_sizes(m, src) for n, m in topo.modules.items()}
+    modules = _place(modules, topo.placement, src)
+    edges = _edges(topo, modules)
+    topo = dataclasses.replace(topo, modules=modules, edges=edges)
+    _check_model(topo)
+    _check_batches(topo)
+    return topo
+
+
+def _check_kinds(topo: Topology) -> None:
+    src = topo.source
+    langs = [n for n, m in topo.modules.items() if m.kind == "language"]
+    if not langs:
+        raise TopologyError(src, "modules", "no module has kind: language (exactly one is required)")
+    if len(langs) > 1:
+        raise TopologyError(src, f"modules.{langs[1]}.kind",
+                            f"several language modules ({', '.join(langs)}); exactly one is allowed")
+    if langs[0] != "language":
+        raise TopologyError(src, f"modules.{langs[0]}",
+                            f"the language module must be named 'language' (MIMO_LANGUAGE_MODULE_KEY), got '{langs[0]}'")
+    for n, m in topo.modules.items():
+        if m.kind == "encoder" and m.modality and m.modality != n:
+            raise TopologyError(src, f"modules.{n}.modality",
+                                f"an encoder module is named by its modality: rename '{n}' to '{m.modality}'")
+        if m.kind == "language" and m.modality:
+            raise TopologyError(src, f"modules.{n}.modality", "only encoders have a modality")
+        if m.kind == "language" and m.frozen:
+            raise TopologyError(src, f"modules.{n}.frozen", "only encoders can be frozen")
+        if m.kind == "encoder" and m.parallel.cp > 1:
+            raise TopologyError(src, f"modules.{n}.parallel.cp",
+                                f"context parallelism is supported for the language model only, got cp={m.parallel.cp}")
+
+
+def _fill_sizes(m: Module, src: str) -> Module:
+    p, path = m.parallel, f"modules.{m.name}"
+    fixed = p.tp * p.cp * p.pp
+    dp, ranks = p.dp, m.ranks
+    if ranks == 0:
+        dp = dp or 1
+        ranks = fixed * dp
+    elif dp == 0:
+        if ranks % fixed:
+            raise TopologyError(src, f"{path}.parallel",
+                                f"tp*cp*pp = {fixed} does not divide ranks={ranks}")
+        dp = ranks // fixed
+    elif fixed * dp != ranks:
+        raise TopologyError(src, f"{path}.parallel",
+                            f"tp*cp*dp*pp = {p.tp}*{p.cp}*{dp}*{p.pp} = {fixed * dp} != ranks={ranks}")
+    for key, value in m.resources.items():
+        if value < 0:
+            raise TopologyError(src, f"{path}.resources.{key}", f"must be >= 0, got {value}")
+    return dataclasses.replace(m, modality=m.modality if m.kind == "language" else (m.modality or m.name),
+                               ranks=ranks, parallel=dataclasses.replace(p, dp=dp))
+
+
+def _place(modules: Dict[str, Module], placement: str, src: str) -> Dict[str, Module]:
+    if placement == "colocated":
+        sizes = {m.ranks for m in modules.values()}
+        for n, m in modules.items():
+            if m.rank_offset not in (-1, 0):
+                raise TopologyError(src, f"modules.{n}.rank_offset",
+                                    "placement: colocated puts every module on all ranks; remove rank_offset")
+            if len(modules) > 1 and m.parallel.pp > 1:
+                raise TopologyError(src, f"modules.{n}.parallel.pp",
+                                    "placement: colocated with several modules supports pp=1 only")
+        if len(sizes) > 1:
+            n = next(n for n, m in modules.items() if m.ranks != max(sizes))
+            raise TopologyError(src, f"modules.{n}.ranks",
+                                f"placement: colocated needs every module on the same ranks, got sizes {sorted(sizes)}")
+        return {n: dataclasses.replace(m, rank_offset=0) for n, m in modules.items()}
+    placed: Dict[str, Module] = {}
+    next_free = 0
+    for n, m in modules.items():
+        offset = next_free if m.rank_offset == -1 else m.rank_offset
+        placed[n] = dataclasses.replace(m, rank_offset=offset)
+        next_free = offset + m.ranks
+    spans = sorted((m.rank_offset, m.rank_offset + m.ranks, n) for n, m in placed.items())
+    covered = 0
+    for lo, hi, n in spans:
+        if lo < covered:
+            other = next(o for a, b, o in spans if o != n and a < hi and lo < b)
+            raise TopologyError(src, f"modules.{n}.rank_offset",
+                                f"ranks {lo}-{hi - 1} overlap module '{other}'; use placement: colocated to share ranks")
+        if lo > covered:
+            raise TopologyError(src, f"modules.{n}.rank_offset",
+                                f"ranks {covered}-{lo - 1} are not assigned to any module")
+        covered = hi
+    return placed
+
+
+def _edges(topo: Topology, modules: Dict[str, Module]) -> Tuple[Tuple[str, str], ...]:
+    src = topo.source
+    lang = next(n for n, m in modules.items() if m.kind == "language")
+    if not topo.edges:
+        return tuple((n, lang) for n, m in modules.items() if m.kind == "encoder")
+    seen = set()
+    for i, (a, b) in enumerate(topo.edges):
+        for j, name in enumerate((a, b)):
+            if name not in modules:
+                near = difflib.get_close_matches(name, list(modules), n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else ""
+                raise TopologyError(src, f"edges[{i}][{j}]", f"unknown module '{name}'{hint}")
+        if a == b:
+            raise TopologyError(src, f"edges[{i}]", f"module '{a}' cannot feed itself")
+        if a == lang:
+            raise TopologyError(src, f"edges[{i}]", f"the language module '{lang}' must be the sink; it cannot feed '{b}'")
+        if (a, b) in seen:
+            raise TopologyError(src, f"edges[{i}]", f"duplicate edge {a} -> {b}")
+        seen.add((a, b))
+    _check_acyclic(topo.edges, src)
+    for n, m in modules.items():
+        if m.kind == "encoder" and not _reaches(n, lang, topo.edges):
+            raise TopologyError(src, "edges", f"encoder '{n}' has no path to the language module '{lang}'")
+    for i, (a, b) in enumerate(topo.edges):
+        if b != lang:
+            raise TopologyError(src, f"edges[{i}]",
+                                f"encoder -> encoder edges ({a} -> {b}) are not supported; connect '{a}' to '{lang}'")
+    return topo.edges
+
+
+def _check_acyclic(edges, src: str) -> None:
+    graph: Dict[str, List[str]] = {}
+    for a, b in edges:
+        graph.setdefault(a, []).append(b)
+    state: Dict[str, int] = {}
+
+    def visit(node: str, trail: List[str]) -> None:
+        state[node] = 1
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == 1:
+                cycle = " -> ".join(trail[trail.index(nxt):] + [nxt]) if nxt in trail else f"{node} -> {nxt}"
+                raise TopologyError(src, "edges", f"cycle {cycle}")
+            if nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+
+    for node in list(graph):
+        if node not in state:
+            visit(node, [node])
+
+
+def _reaches(a: str, b: str, edges) -> bool:
+    frontier, seen = [a], {a}
+    while frontier:
+        node = frontier.pop()
+        if node == b:
+            return True
+        for x, y in edges:
+            if x == node and y not in seen:
+                seen.add(y)
+                frontier.append(y)
+    return False
+
+
+def _check_model(topo: Topology) -> None:
+    src = topo.source
+    preset = PRESETS.get(topo.model)
+    if preset is None:
+        near = difflib.get_close_matches(topo.model, list(PRESETS), n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(sorted(PRESETS))})"
+        raise TopologyError(src, "model", f"unknown preset '{topo.model}'{hint}")
+    have = sorted(m.modality for m in topo.encoders.values())
+    want = sorted(preset.encoders)
+    if have != want:
+        raise TopologyError(src, "modules", f"preset '{preset.name}' has encoders for [{', '.join(want)}] "
+                                            f"but the topology's encoders embed [{', '.join(have)}]")
+    for n, m in topo.modules.items():
+        dims = preset.language if m.kind == "language" else preset.encoders[m.modality]
+        _check_dims(src, f"modules.{n}.parallel", m.parallel, dims.heads, dims.layers, preset.name)
+    cp = topo.language.parallel.cp
+    if topo.language.parallel.tp > 1 and preset.language.vocab_size % topo.language.parallel.tp:
+        raise TopologyError(src, f"modules.{topo.language.name}.parallel.tp",
+                            f"{topo.language.parallel.tp} does not divide the vocabulary size {preset.language.vocab_size}")
+    if preset.language.seq_length % (2 * cp) and cp > 1:
+        raise TopologyError(src, f"modules.{topo.language.name}.parallel.cp",
+                            f"2*cp = {2 * cp} does not divide the sequence length {preset.language.seq_length}")
+
+
+def _check_dims(src: str, path: str, p: Parallel, heads: int, layers: int, preset: str) -> None:
+    if heads % p.tp:
+        raise TopologyError(src, f"{path}.tp", f"{p.tp} does not divide the {heads} attention heads of preset '{preset}'")
+    if layers % p.pp:
+        raise TopologyError(src, f"{path}.pp", f"{p.pp} does not divide the {layers} layers of preset '{preset}'")
+
+
+def _check_batches(topo: Topology) -> None:
+    src, t = topo.source, topo.train
+    lang = topo.language
+    ldp = lang.parallel.dp
+    per_mb = t.micro_batch * ldp
+    if t.global_batch % per_mb:
+        raise TopologyError(src, "train.global_batch",
+                            f"{t.global_batch} is not a multiple of micro_batch x language dp = {t.micro_batch} x {ldp} = {per_mb}")
+    for a, b in topo.edges:
+        ea, eb = topo.modules[a], topo.modules[b]
+        da, db = ea.parallel.dp, eb.parallel.dp
+        if da % db and db % da:
+            raise TopologyError(src, f"modules.{a}.parallel.dp",
+                                f"dp={da} and '{b}' dp={db} must divide one another")
+        if per_mb % da:
+            raise TopologyError(src, f"modules.{a}.parallel.dp",
+                                f"{da} does not divide the {per_mb} samples of a microbatch (micro_batch x language dp)")
