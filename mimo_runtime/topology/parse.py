@@ -1,5 +1,6 @@
 """YAML -> raw dict -> schema dataclasses, with one-line errors naming file and field."""
 
+import collections.abc
 import dataclasses
 import difflib
 import typing
@@ -53,7 +54,7 @@ def _convert(value: Any, tp: Any, src: str, path: str) -> Any:
         if not isinstance(value, str):
             raise TopologyError(src, path, f"expected a string, got {value!r}")
         return value
-    if origin in (dict, typing.Mapping, Dict) or origin is getattr(typing, "Mapping", None):
+    if origin in (dict, collections.abc.Mapping):
         if not isinstance(value, dict):
             raise TopologyError(src, path, f"expected a mapping, got {value!r}")
         key_tp, val_tp = typing.get_args(tp)
