@@ -1,0 +1,150 @@
+"""Local launcher: start one process per rank on 127.0.0.1, watch them, never hang.
+
+Any rank that dies is named (rank and module) and the others are stopped at once. A rank that
+raises a `UserError` reports its one-line message; the spawner re-raises it so the CLI prints it
+with exit code 2. On a timeout every rank dumps its Python stack (faulthandler) before it is killed.
+"""
+
+import faulthandler
+import os
+import pickle
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from datetime import timedelta
+from typing import Any, Callable, List, Optional, Sequence
+
+import torch.multiprocessing as mp
+
+from mimo_runtime.errors import UserError
+
+
+class RankFailure(RuntimeError):
+    """A rank died or raised; `rank` and `what` name it for the user."""
+
+    def __init__(self, rank: int, what: str, detail: str):
+        self.rank, self.what, self.detail = rank, what, detail
+        super().__init__(f"rank {rank} ({what}) {detail}")
+
+
+class RankUserError(UserError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_rank_env(rank: int, world_size: int, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+
+
+def init_distributed(timeout_s: float, backend: str = "gloo") -> None:
+    """Join the process group from RANK/WORLD_SIZE/MASTER_* (set by us, torchrun or the Ray launcher)."""
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
+                                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+
+
+def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, result_dir: str,
+            timeout_s: float) -> None:
+    init_rank_env(rank, world_size, port)
+    out = os.path.join(result_dir, f"rank{rank}.pkl")
+    try:
+        init_distributed(timeout_s)
+        result = ("ok", fn(rank, world_size, *args))
+        code = 0
+    except UserError as e:
+        result, code = ("user_error", str(e)), 2
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, then exit non-zero
+        result, code = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"), 1
+    with open(out + ".tmp", "wb") as f:
+        pickle.dump(result, f)
+    os.replace(out + ".tmp", out)
+    if code == 0:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def spawn(fn: Callable, world_size: int, args: Sequence[Any] = (), timeout_s: float = 600.0,
+          describe: Optional[Callable[[int], str]] = None, collective_timeout_s: float = 60.0) -> List[Any]:
+    """Run `fn(rank, world_size, *args)` on `world_size` local processes; returns each rank's result."""
+    describe = describe or (lambda r: "rank")
+    port = free_port()
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="mimo-spawn-") as result_dir:
+        procs = []
+        for rank in range(world_size):
+            p = ctx.Process(target=_worker, args=(rank, world_size, port, fn, tuple(args), result_dir,
+                                                  collective_timeout_s), daemon=False)
+            p.start()
+            procs.append(p)
+        try:
+            _watch(procs, result_dir, timeout_s, describe)
+        finally:
+            _stop(procs)
+        return [_read(result_dir, r)[1] for r in range(world_size)]
+
+
+def _read(result_dir: str, rank: int):
+    path = os.path.join(result_dir, f"rank{rank}.pkl")
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _watch(procs, result_dir: str, timeout_s: float, describe: Callable[[int], str]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = 0
+        for rank, p in enumerate(procs):
+            if p.exitcode is None:
+                alive += 1
+            elif p.exitcode != 0:
+                time.sleep(0.2)  # let its result file land
+                res = _read(result_dir, rank)
+                if res is not None and res[0] == "user_error":
+                    raise RankUserError(res[1])
+                detail = res[1] if res is not None else f"died with exit code {p.exitcode}"
+                raise RankFailure(rank, describe(rank), f"failed: {detail}")
+        if not alive:
+            return
+        if time.monotonic() > deadline:
+            for p in procs:
+                if p.exitcode is None:
+                    os.kill(p.pid, signal.SIGUSR1)  # faulthandler: every rank prints its stack
+            time.sleep(1.0)
+            stuck = [r for r, p in enumerate(procs) if p.exitcode is None]
+            raise RankFailure(stuck[0], describe(stuck[0]),
+                              f"did not finish within {timeout_s:.0f} s (ranks still running: {stuck})")
+        time.sleep(0.05)
+
+
+def _stop(procs) -> None:
+    for p in procs:
+        if p.exitcode is None:
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
+        if p.exitcode is None:
+            p.kill()
+            p.join()
