@@ -25,3 +25,16 @@ class ArgumentError(UserError):
     def __init__(self, flag: str, message: str):
         self.flag, self.message = flag, message
         super().__init__(f"{flag}: {message}")
+
+
+class JobFailure(Exception):
+    """A run that started but failed on some rank: named rank and module, exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, detail: str = ""):
+        self.detail = detail
+        super().__init__(message)
+
+    def line(self) -> str:
+        return f"error: {self}"

@@ -8,12 +8,13 @@ import importlib
 import sys
 from typing import List, Optional
 
-from mimo_runtime.errors import ArgumentError, UserError
+from mimo_runtime.errors import ArgumentError, JobFailure, UserError
 
 # subcommand -> (module under mimo_runtime.launch.commands, one-line help). Command modules keep
 # their imports light at module level (torch is imported inside `run`) so `--help` stays fast.
 COMMANDS = {
     "plan": ("plan", "show how a topology maps onto ranks (table or --json)"),
+    "train": ("train", "train a topology (spawns its ranks, or is one rank under torchrun)"),
 }
 
 
@@ -44,6 +45,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(_command(COMMANDS[args.command][0]).run(args) or 0)
     except UserError as e:
+        sys.stderr.write(e.line() + "\n")
+        return e.exit_code
+    except JobFailure as e:
+        if e.detail:
+            sys.stderr.write(e.detail.rstrip() + "\n")
         sys.stderr.write(e.line() + "\n")
         return e.exit_code
     except KeyboardInterrupt:

@@ -19,15 +19,15 @@ from typing import Any, Callable, List, Optional, Sequence
 
 import torch.multiprocessing as mp
 
-from mimo_runtime.errors import UserError
+from mimo_runtime.errors import JobFailure, UserError
 
 
-class RankFailure(RuntimeError):
-    """A rank died or raised; `rank` and `what` name it for the user."""
+class RankFailure(JobFailure):
+    """A rank died, raised or hung; `rank` and `what` (its modules) name it for the user."""
 
-    def __init__(self, rank: int, what: str, detail: str):
-        self.rank, self.what, self.detail = rank, what, detail
-        super().__init__(f"rank {rank} ({what}) {detail}")
+    def __init__(self, rank: int, what: str, summary: str, detail: str = ""):
+        self.rank, self.what = rank, what
+        super().__init__(f"rank {rank} ({what}) {summary}", detail)
 
 
 class RankUserError(UserError):
@@ -70,7 +70,7 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, re
     except UserError as e:
         result, code = ("user_error", str(e)), 2
     except BaseException as e:  # noqa: BLE001 - reported to the parent, then exit non-zero
-        result, code = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"), 1
+        result, code = ("error", (f"{type(e).__name__}: {e}", traceback.format_exc())), 1
     with open(out + ".tmp", "wb") as f:
         pickle.dump(result, f)
     os.replace(out + ".tmp", out)
@@ -115,18 +115,10 @@ def _read(result_dir: str, rank: int):
 def _watch(procs, result_dir: str, timeout_s: float, describe: Callable[[int], str]) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        alive = 0
-        for rank, p in enumerate(procs):
-            if p.exitcode is None:
-                alive += 1
-            elif p.exitcode != 0:
-                time.sleep(0.2)  # let its result file land
-                res = _read(result_dir, rank)
-                if res is not None and res[0] == "user_error":
-                    raise RankUserError(res[1])
-                detail = res[1] if res is not None else f"died with exit code {p.exitcode}"
-                raise RankFailure(rank, describe(rank), f"failed: {detail}")
-        if not alive:
+        if any(p.exitcode not in (None, 0) for p in procs):
+            time.sleep(0.5)  # peers of a dead rank fail right after it: collect them, then blame the cause
+            _raise_first_cause(procs, result_dir, describe)
+        if all(p.exitcode == 0 for p in procs):
             return
         if time.monotonic() > deadline:
             for p in procs:
@@ -137,6 +129,24 @@ def _watch(procs, result_dir: str, timeout_s: float, describe: Callable[[int], s
             raise RankFailure(stuck[0], describe(stuck[0]),
                               f"did not finish within {timeout_s:.0f} s (ranks still running: {stuck})")
         time.sleep(0.05)
+
+
+_PEER_ERRORS = ("Connection closed by peer", "Connection reset", "Timed out", "timed out", "Broken pipe",
+                "Socket", "Gloo", "gloo")
+
+
+def _raise_first_cause(procs, result_dir: str, describe: Callable[[int], str]) -> None:
+    """Several ranks may have failed; report the one that caused it, not the peers that noticed."""
+    failed = [(r, _read(result_dir, r)) for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
+    for rank, res in failed:
+        if res is not None and res[0] == "user_error":
+            raise RankUserError(res[1])
+    for rank, res in failed:
+        if res is None:
+            raise RankFailure(rank, describe(rank), f"died with exit code {procs[rank].exitcode}")
+    own = [(r, res) for r, res in failed if not any(k in res[1][0] for k in _PEER_ERRORS)]
+    rank, res = (own or failed)[0]
+    raise RankFailure(rank, describe(rank), f"failed: {res[1][0]}", res[1][1])
 
 
 def _stop(procs) -> None:

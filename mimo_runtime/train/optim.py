@@ -1,0 +1,88 @@
+"""Optimizers per module (torch.optim on CPU) and the step that spans every module.
+
+The global gradient norm covers all modules on all ranks: each rank adds the squares of the
+gradient elements it alone is responsible for (grads.counts_toward_norm), and one world all-reduce
+also carries this rank's share of the loss, so every rank ends the step knowing both.
+"""
+
+import math
+from typing import Dict, List, Tuple
+
+import torch
+import torch.distributed as dist
+
+from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
+from mimo_runtime.train.grads import clip_, counts_toward_norm, sum_of_squares
+
+
+def module_parameters(model, name: str) -> List[torch.nn.Parameter]:
+    """Parameters of one module on this rank (empty if the rank does not hold it)."""
+    if name == LANG:
+        lm = getattr(model, "language_model", None)
+        return list(lm.parameters()) if lm is not None else []
+    sub = model.modality_submodules
+    return list(sub[name].parameters()) if name in sub else []
+
+
+def freeze_encoders(model, plan: Plan) -> None:
+    """`frozen: true` freezes an encoder's weights; its input projection stays trainable."""
+    for name, m in plan.encoders.items():
+        if m.frozen and name in model.modality_submodules:
+            for pname, p in model.modality_submodules[name].named_parameters():
+                if not pname.startswith("input_projections"):
+                    p.requires_grad_(False)
+
+
+def build_optimizers(model, plan: Plan, rank: int, lr: float, weight_decay: float) -> Dict[str, torch.optim.Optimizer]:
+    out = {}
+    for name in plan.modules_on(rank):
+        params = [p for p in module_parameters(model, name) if p.requires_grad]
+        if params:
+            out[name] = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return out
+
+
+def _norm_params(model, plan: Plan, rank: int) -> List[torch.nn.Parameter]:
+    duplicate = None
+    lang = plan.modules.get(LANG)
+    if lang is not None and lang.holds(rank) and lang.pp > 1 and lang.coords(rank).pp == lang.pp - 1:
+        duplicate = model.language_model.shared_embedding_or_output_weight()
+    out = []
+    for name in plan.modules_on(rank):
+        c = plan.modules[name].coords(rank)
+        dp_cp_rank = c.dp * plan.modules[name].cp + c.cp
+        for p in module_parameters(model, name):
+            if p.requires_grad and counts_toward_norm(p, c.tp, dp_cp_rank, p is duplicate):
+                out.append(p)
+    return out
+
+
+def loss_share(plan: Plan, rank: int, loss_sum: float) -> float:
+    """Only TP rank 0 of the last language stage reports: TP ranks hold the same loss."""
+    lang = plan.modules[LANG]
+    if not lang.holds(rank):
+        return 0.0
+    c = lang.coords(rank)
+    return loss_sum if c.pp == lang.pp - 1 and c.tp == 0 else 0.0
+
+
+def global_norm_and_loss(model, plan: Plan, rank: int, loss_sum: float) -> Tuple[float, float]:
+    buf = torch.stack([sum_of_squares(_norm_params(model, plan, rank)),
+                       torch.tensor(loss_share(plan, rank, loss_sum), dtype=torch.float64)])
+    dist.all_reduce(buf)
+    return math.sqrt(float(buf[0])), float(buf[1])
+
+
+def step_optimizers(model, optimizers: Dict[str, torch.optim.Optimizer], grad_norm: float, max_norm: float) -> None:
+    params = [p for opt in optimizers.values() for g in opt.param_groups for p in g["params"]]
+    clip_(params, grad_norm, max_norm)
+    for opt in optimizers.values():
+        opt.step()
+    model.zero_grad(set_to_none=True)
+
+
+def global_loss(plan: Plan, rank: int, loss_sum: float) -> float:
+    """Forward-only steps (evaluation) reduce just the loss."""
+    buf = torch.tensor([loss_share(plan, rank, loss_sum)], dtype=torch.float64)
+    dist.all_reduce(buf)
+    return float(buf[0])
