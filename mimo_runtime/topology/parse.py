@@ -3,6 +3,7 @@
 import collections.abc
 import dataclasses
 import difflib
+import re
 import typing
 from typing import Any, Dict
 
@@ -12,26 +13,48 @@ from mimo_runtime.errors import TopologyError
 from mimo_runtime.topology.schema import REQUIRED, Module, Topology
 
 
+class _Loader(yaml.SafeLoader):
+    """safe_load that rejects duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+    first_line: Dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor` keys may be overridden on purpose
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, collections.abc.Hashable):
+            continue  # construct_mapping reports unhashable keys itself
+        if key in first_line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (first given on line {first_line[key]})", key_node.start_mark)
+        first_line[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def read_yaml(path: str) -> Dict[str, Any]:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         raise TopologyError(path, "", f"cannot read file: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise TopologyError(path, "", "cannot read file: not UTF-8 text") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise TopologyError(path, where, f"invalid YAML: {problem}") from None
+    if raw is None:
+        raise TopologyError(path, "", "the file is empty; a topology needs at least a 'modules:' section")
     if not isinstance(raw, dict):
-        raise TopologyError(path, "", "expected a mapping at the top level")
+        raise TopologyError(path, "", f"expected a mapping of keys at the top level, got {raw!r}")
     return raw
-
-
-def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
 
 def _convert(value: Any, tp: Any, src: str, path: str) -> Any:
@@ -48,7 +71,7 @@ def _convert(value: Any, tp: Any, src: str, path: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TopologyError(src, path, f"expected a number, got {value!r}")
+            raise TopologyError(src, path, f"expected a number, got {value!r}{_float_hint(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -69,6 +92,14 @@ def _convert(value: Any, tp: Any, src: str, path: str) -> Any:
             raise TopologyError(src, path, f"expected a list of {len(args)} items, got {len(value)}")
         return tuple(_convert(v, a, src, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     raise TypeError(f"schema type {tp} at {path} has no converter")
+
+
+def _float_hint(value: Any) -> str:
+    """YAML 1.1 reads `3e-4` (no dot) as a string: say so, it is the usual cause."""
+    if isinstance(value, str) and re.fullmatch(r"[-+]?[0-9]+[eE][-+]?[0-9]+", value):
+        fixed = re.sub(r"[eE]", ".0e", value, count=1)
+        return f" (YAML reads {value} without a dot as text; write {fixed})"
+    return ""
 
 
 def build(cls: type, raw: Any, src: str, path: str, **given: Any) -> Any:

@@ -20,12 +20,15 @@ def spec(default: Any = None, doc: str = "", choices: Tuple = (), positive: bool
 
 REQUIRED = object()  # marks a field the file must give
 
+# Bounds apply to values the file gives. A few defaults lie outside them on purpose (`ranks: 0`,
+# `dp: 0`, `rank_offset: -1` mean "not given"); `validate.finalize` replaces them with derived values.
+
 
 @dataclass(frozen=True)
 class Parallel:
     tp: int = spec(1, "tensor-parallel size", positive=True)
     cp: int = spec(1, "context-parallel size (language model only)", positive=True)
-    dp: int = spec(0, "data-parallel size; default: ranks / (tp * cp * pp)", min_value=0)
+    dp: int = spec(0, "data-parallel size; default: ranks / (tp * cp * pp), or 1 without ranks", positive=True)
     pp: int = spec(1, "pipeline-parallel size", positive=True)
 
     @property
@@ -38,8 +41,8 @@ class Module:
     name: str = spec("", "the key under `modules:`")
     kind: str = spec(REQUIRED, "encoder or language", choices=("encoder", "language"))
     modality: str = spec("", "for encoders: the modality it embeds; must equal the module name (the default)")
-    ranks: int = spec(0, "number of ranks; default: tp * cp * dp * pp", min_value=0)
-    rank_offset: int = spec(-1, "first rank; default: right after the previous module", min_value=-1)
+    ranks: int = spec(0, "number of ranks; default: tp * cp * dp * pp", positive=True)
+    rank_offset: int = spec(-1, "first rank; default: right after the previous module", min_value=0)
     parallel: Parallel = spec(factory=Parallel, doc="parallel sizes")
     frozen: bool = spec(False, "freeze the encoder's weights (its projection stays trainable)")
     resources: Mapping[str, float] = spec(factory=dict, doc="Ray resources per rank, e.g. {CPU: 1, enc: 1}")

@@ -92,14 +92,19 @@ def _place(modules: Dict[str, Module], placement: str, src: str) -> Dict[str, Mo
     covered = 0
     for lo, hi, n in spans:
         if lo < covered:
-            other = next(o for a, b, o in spans if o != n and a < hi and lo < b)
+            a, b, other = next(s for s in spans if s[2] != n and s[0] < hi and lo < s[1])
             raise TopologyError(src, f"modules.{n}.rank_offset",
-                                f"ranks {lo}-{hi - 1} overlap module '{other}'; use placement: colocated to share ranks")
+                                f"{_span(lo, hi)} overlap module '{other}' ({_span(a, b)}); "
+                                "use placement: colocated to share ranks")
         if lo > covered:
             raise TopologyError(src, f"modules.{n}.rank_offset",
-                                f"ranks {covered}-{lo - 1} are not assigned to any module")
+                                f"starts at {lo}, leaving {_span(covered, lo)} with no module")
         covered = hi
     return placed
+
+
+def _span(lo: int, hi: int) -> str:
+    return f"rank {lo}" if hi - lo == 1 else f"ranks {lo}-{hi - 1}"
 
 
 def _edges(topo: Topology, modules: Dict[str, Module]) -> Tuple[Tuple[str, str], ...]:
@@ -173,11 +178,16 @@ def _check_model(topo: Topology) -> None:
         near = difflib.get_close_matches(topo.model, list(PRESETS), n=1)
         hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(sorted(PRESETS))})"
         raise TopologyError(src, "model", f"unknown preset '{topo.model}'{hint}")
-    have = sorted(m.modality for m in topo.encoders.values())
-    want = sorted(preset.encoders)
-    if have != want:
-        raise TopologyError(src, "modules", f"preset '{preset.name}' has encoders for [{', '.join(want)}] "
-                                            f"but the topology's encoders embed [{', '.join(have)}]")
+    known = ", ".join(preset.encoders) or "none"
+    for n, m in topo.encoders.items():
+        if m.modality not in preset.encoders:
+            raise TopologyError(src, f"modules.{n}", f"preset '{preset.name}' has no '{m.modality}' encoder "
+                                                     f"(its encoders: {known})")
+    have = {m.modality for m in topo.encoders.values()}
+    missing = [e for e in preset.encoders if e not in have]
+    if missing:
+        raise TopologyError(src, "modules", f"preset '{preset.name}' needs an encoder module '{missing[0]}' "
+                                            f"(its encoders: {known})")
     for n, m in topo.modules.items():
         dims = preset.language if m.kind == "language" else preset.encoders[m.modality]
         _check_dims(src, f"modules.{n}.parallel", m.parallel, dims.heads, dims.layers, preset.name)
@@ -202,6 +212,8 @@ def _check_batches(topo: Topology) -> None:
     lang = topo.language
     ldp = lang.parallel.dp
     per_mb = t.micro_batch * ldp
+    if t.micro_batch > t.global_batch:
+        raise TopologyError(src, "train.micro_batch", f"{t.micro_batch} is larger than train.global_batch={t.global_batch}")
     if t.global_batch % per_mb:
         raise TopologyError(src, "train.global_batch",
                             f"{t.global_batch} is not a multiple of micro_batch x language dp = {t.micro_batch} x {ldp} = {per_mb}")
