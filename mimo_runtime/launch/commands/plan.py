@@ -23,9 +23,14 @@ def run(args) -> int:
 
 
 def format_table(plan) -> str:
+    edges = ", ".join(f"{a}->{b}" for a, b in plan.edges) or "none"
     lines = [f"world_size={plan.world_size} layout={plan.layout.value} "
-             f"microbatches={plan.num_microbatches} edges={', '.join(f'{a}->{b}' for a, b in plan.edges)}",
-             f"{'rank':>5}  {'module':<10} {'stage':<12} {'tp':>3} {'cp':>3} {'dp':>3} {'pp':>3}"]
+             f"microbatches={plan.num_microbatches} edges={edges}",
+             f"{'module':<10} {'kind':<9} {'ranks':<11} {'tp':>3} {'cp':>3} {'dp':>3} {'pp':>3}"]
+    for m in plan.modules.values():
+        span = f"{m.rank_offset}-{m.rank_offset + m.size - 1}" if m.size > 1 else str(m.rank_offset)
+        lines.append(f"{m.name:<10} {m.kind:<9} {span:<11} {m.tp:>3} {m.cp:>3} {m.dp:>3} {m.pp:>3}")
+    lines += ["", f"{'rank':>5}  {'module':<10} {'stage':<12} {'tp':>3} {'cp':>3} {'dp':>3} {'pp':>3}"]
     for entry in plan.rank_entries():
         for name, c in entry["modules"].items():
             stage = "first+last" if c["is_first_stage"] and c["is_last_stage"] else (
