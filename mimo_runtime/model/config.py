@@ -1,0 +1,35 @@
+"""MimoModelConfig, as in upstream megatron MIMO (plus the grid map and kv_format of the newer API)."""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+from megatron.core.transformer.spec_utils import ModuleSpec
+
+KV_FORMATS = ("sbhd", "thd")
+
+
+@dataclass
+class MimoModelConfig:
+    """language_model_spec: ModuleSpec of the language model (its params carry `config`).
+    modality_submodules_spec: {modality: ModuleSpec of a modality submodule}.
+    special_token_ids: {modality: placeholder id in input_ids}.
+    module_to_grid_map: {module: grid} (HyperCommGrid or anything with rank_offset, shape,
+        dim_names); keys must be the modality names + "language". None: every module on every rank.
+    kv_format: "sbhd" (padded batches) or "thd" (packed sequences, with packing_kwargs).
+    """
+
+    language_model_spec: ModuleSpec = field(default_factory=ModuleSpec)
+    modality_submodules_spec: Dict[str, ModuleSpec] = field(default_factory=dict)
+    special_token_ids: Dict[str, int] = field(default_factory=dict)
+    module_to_grid_map: Optional[Mapping[str, Any]] = None
+    kv_format: str = "sbhd"
+
+    def __post_init__(self):
+        if self.kv_format not in KV_FORMATS:
+            raise ValueError(f"kv_format must be one of {KV_FORMATS}, got '{self.kv_format}'")
+        missing = sorted(set(self.modality_submodules_spec) - set(self.special_token_ids))
+        if missing:
+            raise ValueError(f"special_token_ids has no id for modality {missing}")
+        ids = list(self.special_token_ids.values())
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"special_token_ids must be distinct, got {self.special_token_ids}")

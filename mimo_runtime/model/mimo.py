@@ -1,0 +1,322 @@
+"""MimoModel: upstream megatron MIMO's newer, role-aware API, on explicit process groups.
+
+A rank builds only the modules its role holds (from `module_to_grid_map`), at its pipeline stage
+of each. `forward` dispatches on the role:
+- COLOCATED (no grid map, or every module on the same ranks with one stage): encoders + language
+  model in one call (`_forward_all_modules`) -> (lm_output, loss_mask).
+- encoder ranks -> ({modality: tensor}, loss_mask): projected rows (num_rows, language hidden) on an
+  encoder's last stage, its hidden tensor on other stages.
+- language ranks -> ({"language": hidden}, loss_mask) on non-last stages, (lm_output, loss_mask)
+  on the last: vocab-parallel logits (B, S, V/tp) without labels, per-token loss (B, S) with.
+Stage inputs come from `set_input_tensor`; each forward consumes them (a stale tensor is never
+reused by the next microbatch).
+"""
+
+import logging
+from typing import Any, Dict, Optional
+
+import torch
+from megatron.core.packed_seq_params import PackedSeqParams
+from megatron.core.transformer import MegatronModule
+from megatron.core.transformer.spec_utils import build_module
+
+from mimo_runtime.model.config import MimoModelConfig
+from mimo_runtime.model.loss import vocab_parallel_cross_entropy
+from mimo_runtime.plan.roles import MIMO_LANGUAGE_MODULE_KEY, ModuleLayout, RankRole
+
+logger = logging.getLogger(__name__)
+LANG = MIMO_LANGUAGE_MODULE_KEY
+
+
+class MimoModel(MegatronModule):
+    """Multimodal model: modality submodules feeding a language model.
+
+    `rank` (keyword, our extension): whose role to build from the grid map; default this
+    process's rank. Lets tests build any rank's model from light fake grids without processes.
+    """
+
+    def __init__(self, mimo_config: MimoModelConfig, cp_group=None, tp_group=None, *, rank: Optional[int] = None):
+        super().__init__(mimo_config.language_model_spec.params["config"])
+        lm_config = self.config
+        if lm_config.context_parallel_size > 1 or lm_config.sequence_parallel:
+            raise ValueError("MimoModel: context and sequence parallelism of the language model are not "
+                             f"supported yet (cp={lm_config.context_parallel_size}, "
+                             f"sequence_parallel={lm_config.sequence_parallel})")
+        self.mimo_config = mimo_config
+        self.cp_group, self.tp_group = cp_group, tp_group
+        self.role = RankRole.build(list(mimo_config.modality_submodules_spec), mimo_config.module_to_grid_map, rank)
+        self.special_token_ids = dict(mimo_config.special_token_ids or {})
+        self.input_tensors = None
+        self.modality_submodules = torch.nn.ModuleDict()
+        self._initialize_submodules()
+        self._initialize_language_model()
+        self._attach_tp_groups()
+
+    # ---- construction -------------------------------------------------------------------------
+
+    def _initialize_submodules(self) -> None:
+        """Build the modality submodules this rank holds, each at its pipeline stage."""
+        for name, spec in self.mimo_config.modality_submodules_spec.items():
+            if name not in self.role.modules:
+                continue
+            stage = self.role.modules[name]
+            self.modality_submodules[name] = spec.module.from_spec(
+                spec, is_first_stage=stage.is_first_stage, is_last_stage=stage.is_last_stage)
+
+    def _initialize_language_model(self) -> None:
+        """Build the language model if this rank holds it (its spec's params carry the stage)."""
+        self.language_model = build_module(self.mimo_config.language_model_spec) if self.role.has_language_module else None
+
+    def _attach_tp_groups(self) -> None:
+        # megatron's default sharded_state_dict reads parallel_state's TP group from a module
+        # without a `tp_group` attribute (e.g. MultimodalProjector): give it its module's group
+        for name in self.role.modules:
+            root = self.language_model if name == LANG else self.modality_submodules[name]
+            tp = self.module_pg_collection(name).tp
+            for m in root.modules():
+                if isinstance(m, MegatronModule) and getattr(m, "tp_group", None) is None:
+                    m.tp_group = tp
+
+    def module_pg_collection(self, module: str):
+        """The ProcessGroupCollection the given held module was built with."""
+        if module == LANG:
+            return self.language_model.pg_collection
+        return self.modality_submodules[module].pg_collection
+
+    # ---- seed API -----------------------------------------------------------------------------
+
+    def set_input_tensor(self, input_tensor) -> None:
+        """Inputs of the next forward from the previous stage(s).
+
+        Dict[str, Tensor]: by module name (encoder hidden states for a non-first encoder stage;
+        encoder embeddings for the first language stage; {"language": h} for later LM stages).
+        Tensor or [Tensor]: the language model's hidden states (megatron's convention).
+        """
+        if isinstance(input_tensor, list):
+            input_tensor = input_tensor[0]
+        if isinstance(input_tensor, dict):
+            self.input_tensors = {k: v[0] if isinstance(v, list) and len(v) == 1 else v
+                                  for k, v in input_tensor.items()}
+            return
+        self.input_tensors = input_tensor
+        if self.language_model is not None:
+            self.language_model.set_input_tensor(input_tensor)
+
+    def get_text_embeddings(self, input_ids: torch.Tensor, position_ids: Optional[torch.Tensor],
+                            special_token_ids: Dict[str, int]) -> torch.Tensor:
+        """Embeddings (N, H) of the N non-special tokens of input_ids (B, S), row-major order."""
+        input_ids = _batched(input_ids)
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.size(1), device=input_ids.device).expand_as(input_ids)
+        position_ids = _batched(position_ids)
+        if position_ids.shape != input_ids.shape:
+            raise ValueError(f"position_ids shape {tuple(position_ids.shape)} != input_ids shape "
+                             f"{tuple(input_ids.shape)}")
+        text = torch.ones_like(input_ids, dtype=torch.bool)
+        for token_id in special_token_ids.values():
+            text &= input_ids != token_id
+        b, s = text.nonzero(as_tuple=True)
+        emb = self.language_model.embedding(input_ids=input_ids[b, s].unsqueeze(0),
+                                            position_ids=position_ids[b, s].unsqueeze(0))
+        return emb.squeeze(1)  # (N, 1, H) -> (N, H)
+
+    def align_embeddings_by_token_positions(self, modality_embeddings: Dict[str, torch.Tensor],
+                                            input_ids: torch.Tensor, special_token_ids: Dict[str, int]) -> torch.Tensor:
+        """Scatter each modality's rows (N_m, H) onto its special tokens, text onto the rest -> (S, B, H).
+
+        Rows fill positions in row-major (sample, position) order. Any count mismatch raises.
+        """
+        if not modality_embeddings:
+            raise ValueError("No modality embeddings provided. At least one modality is required.")
+        input_ids = _batched(input_ids)
+        ref = modality_embeddings.get("text", next(iter(modality_embeddings.values())))
+        hidden = ref.size(-1)
+        batch, seq = input_ids.shape
+        combined = torch.zeros(batch, seq, hidden, dtype=ref.dtype, device=ref.device)
+        for name, emb in modality_embeddings.items():
+            if name == "text":
+                mask = torch.ones_like(input_ids, dtype=torch.bool)
+                for token_id in special_token_ids.values():
+                    mask &= input_ids != token_id
+            elif name in special_token_ids:
+                mask = input_ids == special_token_ids[name]
+            else:
+                raise ValueError(f"unknown modality '{name}': no special token id (known: {sorted(special_token_ids)})")
+            if emb.dim() != 2 or emb.size(1) != hidden:
+                raise ValueError(f"{name}: embeddings must have shape (rows, {hidden}), got {tuple(emb.shape)}")
+            count = int(mask.sum().item())
+            if count != emb.size(0):
+                what = "text tokens" if name == "text" else f"'{name}' special tokens (id {special_token_ids[name]})"
+                raise ValueError(f"{name}: input_ids hold {count} {what} but {emb.size(0)} embeddings were given")
+            combined.masked_scatter_(mask.unsqueeze(-1).expand_as(combined), emb.flatten())
+        return combined.transpose(0, 1).contiguous()
+
+    def forward(self, input_ids: Optional[torch.Tensor], position_ids: Optional[torch.Tensor] = None,
+                attention_mask: Optional[torch.Tensor] = None, loss_mask: Optional[torch.Tensor] = None,
+                labels: Optional[torch.Tensor] = None, modality_inputs: Optional[Dict[str, Dict[str, Any]]] = None,
+                packing_kwargs: Optional[dict] = None):
+        """(output, loss_mask); the output depends on the role (module docstring).
+
+        attention_mask: None (causal only), (B, S) with 1 = real token / 0 = padding, or megatron's
+        bool (B, 1, S, S) with True = masked out. packing_kwargs: cu_seqlens_* / max_seqlen_* of a
+        packed (THD) batch, input_ids (1, T).
+        """
+        input_tensors, self.input_tensors = self.input_tensors, None
+        self._check_modality_inputs(modality_inputs)
+        packed = _packed_seq_params(packing_kwargs)
+        if self.role.mode == ModuleLayout.COLOCATED:
+            return self._forward_all_modules(input_ids, position_ids, attention_mask, loss_mask, labels,
+                                             modality_inputs, packing_kwargs)
+        if self.role.has_modality_modules and self.role.has_language_module:
+            raise ValueError("encoders and the language model on one rank need a colocated layout "
+                             f"(every module on the same ranks, one stage); this rank holds {sorted(self.role.modules)}")
+        if self.role.has_modality_modules:
+            return self._forward_encoders(modality_inputs, input_tensors), loss_mask
+        if self.role.has_language_module:
+            return self._forward_language_module(input_ids, position_ids, attention_mask, labels, input_tensors,
+                                                 packed_seq_params=packed), loss_mask
+        raise RuntimeError(f"this rank holds no module (role {self.role})")
+
+    def _forward_encoders(self, modality_inputs: Optional[Dict[str, Dict[str, Any]]],
+                          input_tensors: Optional[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        """Run the encoders this rank holds: raw inputs on first stages, hidden states on others."""
+        if input_tensors is not None and not isinstance(input_tensors, dict):
+            raise ValueError("encoder stages take set_input_tensor({modality: hidden}), got a bare tensor")
+        for name in input_tensors or {}:
+            if name not in self.modality_submodules or self.role.is_first_stage(name):
+                raise ValueError(f"set_input_tensor got '{name}', but this rank holds no non-first stage of "
+                                 f"'{name}' (it holds {sorted(self.role.modules)})")
+        outputs = {}
+        for name in self.role.modality_module_names:
+            sub = self.modality_submodules[name]
+            if self.role.is_first_stage(name):
+                raw = (modality_inputs or {}).get(name)
+                out = sub(encoder_inputs=raw) if raw is not None else None
+            else:
+                hidden = (input_tensors or {}).get(name)
+                out = sub(hidden_states=hidden) if hidden is not None else None
+            if out is not None:
+                outputs[name] = out
+        return outputs
+
+    def _forward_language_module(self, input_ids, position_ids, attention_mask, labels, input_tensors,
+                                 packed_seq_params: Optional[PackedSeqParams] = None):
+        """First stage: merge received encoder rows with text embeddings; later stages: hidden in."""
+        if self.role.is_first_stage(LANG):
+            if input_tensors is not None and not isinstance(input_tensors, dict):
+                raise ValueError("the first language stage takes set_input_tensor({modality: rows})")
+            embeddings = dict(input_tensors or {})
+            if LANG in embeddings:
+                raise ValueError("the first language stage takes encoder embeddings, not 'language' hidden states")
+            decoder_input = self._merge(input_ids, position_ids, embeddings)
+        else:
+            hidden = input_tensors.get(LANG) if isinstance(input_tensors, dict) else input_tensors
+            if hidden is None:
+                raise ValueError("a non-first language stage needs set_input_tensor({'language': h}) first")
+            self.language_model.set_input_tensor(hidden)
+            decoder_input = None
+        out = self._run_language_model(decoder_input, attention_mask, labels, packed_seq_params)
+        return out if self.role.is_last_stage(LANG) else {LANG: out}
+
+    def _forward_all_modules(self, input_ids, position_ids, attention_mask, loss_mask, labels, modality_inputs,
+                             packing_kwargs: Optional[dict] = None):
+        """Every module on this rank: encoders, merge, language model -> (lm_output, loss_mask)."""
+        embeddings = {}
+        for name, sub in self.modality_submodules.items():
+            raw = (modality_inputs or {}).get(name)
+            if raw is not None:
+                out = sub(encoder_inputs=raw)
+                if out is not None:
+                    embeddings[name] = out
+        decoder_input = self._merge(input_ids, position_ids, embeddings)
+        out = self._run_language_model(decoder_input, attention_mask, labels, _packed_seq_params(packing_kwargs))
+        return out, loss_mask
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    def _merge(self, input_ids, position_ids, embeddings: Dict[str, torch.Tensor]) -> torch.Tensor:
+        if input_ids is None:
+            raise ValueError("the first language stage needs input_ids")
+        unknown = sorted(set(embeddings) - set(self.special_token_ids))
+        if unknown:
+            raise ValueError(f"unknown modality {unknown} in encoder embeddings; known: {sorted(self.special_token_ids)}")
+        text = self.get_text_embeddings(input_ids, position_ids, self.special_token_ids)
+        # a modality with no rows may be left out; its special tokens (if any) then fail the count
+        for name in self.special_token_ids:
+            if name not in embeddings:
+                embeddings[name] = text.new_zeros(0, text.size(-1))
+        embeddings["text"] = text
+        return self.align_embeddings_by_token_positions(embeddings, input_ids, self.special_token_ids)
+
+    def _run_language_model(self, decoder_input, attention_mask, labels, packed_seq_params):
+        out = self.language_model(input_ids=None, position_ids=None, attention_mask=_attention_mask(attention_mask),
+                                  decoder_input=decoder_input, labels=None, packed_seq_params=packed_seq_params)
+        if labels is not None and self.role.is_last_stage(LANG):
+            # megatron's loss path reads parallel_state; ours uses the LM's own tp group
+            return vocab_parallel_cross_entropy(out, labels, self.language_model.tp_group)
+        return out
+
+    def _check_modality_inputs(self, modality_inputs) -> None:
+        if modality_inputs is None:
+            return
+        if not isinstance(modality_inputs, dict):
+            raise ValueError(f"modality_inputs must be a dict {{modality: {{encoder: inputs}}}}, "
+                             f"got {type(modality_inputs).__name__}")
+        known = sorted(self.mimo_config.modality_submodules_spec)
+        for name, inputs in modality_inputs.items():
+            if name not in self.mimo_config.modality_submodules_spec:
+                raise ValueError(f"unknown modality '{name}' in modality_inputs; this model has {known}")
+            if inputs is None:
+                continue
+            if name not in self.modality_submodules:
+                raise ValueError(f"modality_inputs has '{name}', but this rank holds no '{name}' encoder "
+                                 f"(it holds {sorted(self.role.modules)})")
+            if not self.role.is_first_stage(name):
+                raise ValueError(f"modality_inputs has '{name}', but this rank holds a non-first stage of "
+                                 f"'{name}', which takes hidden states via set_input_tensor")
+
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets=(), metadata: Optional[dict] = None):
+        """Keys of the full model (global layer indices, tied output -> embedding key) whatever the
+        topology; each module's tp and dp_cp groups come from its own pg_collection."""
+        out = {}
+        for name, sub in self.modality_submodules.items():
+            out.update(sub.sharded_state_dict(f"{prefix}modality_submodules.{name}.", sharded_offsets, metadata))
+        if self.language_model is not None:
+            md = dict(metadata or {})
+            md["dp_cp_group"] = self.language_model.pg_collection.dp_cp
+            out.update(self.language_model.sharded_state_dict(f"{prefix}language_model.", sharded_offsets, md))
+        return out
+
+
+def _batched(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 1:
+        return x.unsqueeze(0)
+    if x.dim() != 2:
+        raise ValueError(f"input_ids/position_ids must be (B, S) or (S,), got shape {tuple(x.shape)}")
+    return x
+
+
+def _attention_mask(mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    if mask is None:
+        return None
+    if mask.dim() == 2:  # (B, S) keep-mask -> megatron's (B, 1, 1, S), True = masked out
+        return ~mask.to(torch.bool)[:, None, None, :]
+    if mask.dim() == 4:
+        return mask.to(torch.bool)
+    raise ValueError(f"attention_mask must be (B, S) or (B, 1, S, S), got shape {tuple(mask.shape)}")
+
+
+def _packed_seq_params(packing_kwargs: Optional[dict]) -> Optional[PackedSeqParams]:
+    if packing_kwargs is None:
+        return None
+    kw = {}
+    for key, value in packing_kwargs.items():
+        if key.startswith("cu_seqlens") and value is not None:
+            value = torch.as_tensor(value).to(torch.int32)
+        elif key.startswith("max_seqlen") and value is not None:
+            value = int(value)
+        kw[key] = value
+    if kw.get("cu_seqlens_q") is None:
+        raise ValueError("packing_kwargs needs cu_seqlens_q")
+    kw.setdefault("cu_seqlens_kv", kw["cu_seqlens_q"])
+    return PackedSeqParams(qkv_format="thd", **kw)

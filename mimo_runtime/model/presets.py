@@ -1,0 +1,130 @@
+"""Preset name -> MimoModel: the modules behind `mimo_runtime.topology.presets.PRESETS`.
+
+`build_model(plan, groups, rank, seed)` builds the modules (and pipeline stages, and TP shards)
+that `rank` holds under `plan`, initialized from (seed, global name) only.
+"""
+
+from typing import Dict, Iterable, Mapping, Optional, Tuple
+
+from megatron.core.models.vision.multimodal_projector import MultimodalProjector
+from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
+from megatron.core.transformer.mlp import MLPSubmodules
+from megatron.core.transformer.spec_utils import ModuleSpec
+
+from mimo_runtime.model.config import MimoModelConfig
+from mimo_runtime.model.encoders import ConvStemEncoder, PatchEncoder
+from mimo_runtime.model.init import init_parameters
+from mimo_runtime.model.inputs import (AUDIO_SHAPE, AUDIO_STRIDE, ENCODER_INPUTS, IMAGE_SHAPE, PATCH,
+                                       SPECIAL_TOKEN_IDS, tokens_per_item)
+from mimo_runtime.model.language import LanguageModel
+from mimo_runtime.model.mimo import MimoModel
+from mimo_runtime.model.specs import layer_spec, transformer_config
+from mimo_runtime.model.submodules import AudioModalitySubmodules, VisionModalitySubmodules
+from mimo_runtime.plan.roles import MIMO_LANGUAGE_MODULE_KEY, RankRole
+from mimo_runtime.topology.presets import PRESETS, EncoderDims, LanguageDims
+
+LANG = MIMO_LANGUAGE_MODULE_KEY
+
+
+def language_model_spec(dims: LanguageDims, tp: int, pp: int, pgs, is_first_stage: bool,
+                        is_last_stage: bool, backend: str = "auto") -> ModuleSpec:
+    """GPT with tied input/output embeddings and learned absolute positions.
+
+    Learned positions (not RoPE): megatron 0.16.1's RotaryEmbedding moves its frequencies to
+    CUDA on first use. Text tokens get their position from position_ids (restarting per packed
+    sequence), so packed and padded batches see identical inputs.
+    """
+    config = transformer_config(dims.hidden, dims.heads, dims.layers, dims.ffn_hidden, tp, pp)
+    return ModuleSpec(module=LanguageModel, params=dict(
+        config=config, transformer_layer_spec=layer_spec(causal=True, backend=backend),
+        vocab_size=dims.vocab_size, max_sequence_length=dims.seq_length, pre_process=is_first_stage,
+        post_process=is_last_stage, share_embeddings_and_output_weights=True,
+        position_embedding_type="learned_absolute", pg_collection=pgs))
+
+
+def modality_spec(name: str, enc: EncoderDims, language_hidden: int, tp: int, pp: int, pgs,
+                  backend: str = "auto") -> ModuleSpec:
+    """Encoder (split over `pp` stages) + MLP projector into the language model's hidden size."""
+    if tokens_per_item(enc.modality) != enc.tokens_per_item:
+        raise ValueError(f"preset encoder '{name}': tokens_per_item={enc.tokens_per_item}, but its "
+                         f"{enc.modality} inputs give {tokens_per_item(enc.modality)} tokens per item")
+    config = transformer_config(enc.hidden, enc.heads, enc.layers, 4 * enc.hidden, tp, pp)
+    common = dict(config=config, layer_spec=layer_spec(causal=False, backend=backend), pg_collection=pgs,
+                  modality=name)
+    if enc.modality == "images":
+        cls, encoder = VisionModalitySubmodules, ModuleSpec(PatchEncoder, params=dict(
+            common, image_shape=IMAGE_SHAPE, patch=PATCH))
+    else:
+        cls, encoder = AudioModalitySubmodules, ModuleSpec(ConvStemEncoder, params=dict(
+            common, feature_shape=AUDIO_SHAPE, stride=AUDIO_STRIDE))
+    proj_config = transformer_config(language_hidden, enc.heads, 1, language_hidden, tp, 1)
+    projector = ModuleSpec(MultimodalProjector, params=dict(
+        config=proj_config, submodules=MLPSubmodules(linear_fc1=ColumnParallelLinear, linear_fc2=RowParallelLinear),
+        projector_type="mlp", input_size=enc.hidden, tp_group=pgs.tp if pgs is not None else None))
+    key = ENCODER_INPUTS[enc.modality][0]
+    return ModuleSpec(cls, params=dict(modality=name, pg_collection=pgs),
+                      submodules={"encoders": {key: encoder}, "input_projections": [projector]})
+
+
+def build_mimo_model(preset: str, seed: int, parallel: Mapping[str, Tuple[int, int]], pgs: Mapping[str, object],
+                     grid_map: Optional[Mapping[str, object]] = None, rank: Optional[int] = None,
+                     frozen: Iterable[str] = (), backend: str = "auto") -> MimoModel:
+    """The MimoModel `rank` holds.
+
+    parallel: {module: (tp, pp)}; pgs: {module: ProcessGroupCollection or None where not held};
+    grid_map: {module: grid} for the role (None: everything colocated on this rank).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset '{preset}'; known: {sorted(PRESETS)}")
+    dims = PRESETS[preset]
+    modalities = list(dims.encoders)
+    role = RankRole.build(modalities, grid_map, rank)
+    stage = role.modules.get(LANG)
+    tp, pp = parallel.get(LANG, (1, 1))
+    lm_spec = language_model_spec(dims.language, tp, pp, pgs.get(LANG), stage is None or stage.is_first_stage,
+                                  stage is None or stage.is_last_stage, backend)
+    specs = {}
+    for name, enc in dims.encoders.items():
+        e_tp, e_pp = parallel.get(name, (1, 1))
+        specs[name] = modality_spec(name, enc, dims.language.hidden, e_tp, e_pp, pgs.get(name), backend)
+    config = MimoModelConfig(language_model_spec=lm_spec, modality_submodules_spec=specs,
+                             special_token_ids={m: SPECIAL_TOKEN_IDS[m] for m in modalities},
+                             module_to_grid_map=grid_map)
+    model = MimoModel(config, rank=rank)
+    _check_layer_split(model)
+    init_parameters(model, seed)
+    for name in frozen:
+        freeze_encoder(model, name)
+    return model
+
+
+def build_model(plan, groups: Mapping[str, object], rank: int, seed: int, backend: str = "auto") -> MimoModel:
+    """The MimoModel of `rank` under `plan` (its topology's preset), with the groups of
+    `mimo_runtime.groups.build_module_groups(plan, ...)`."""
+    parallel = {n: (m.tp, m.pp) for n, m in plan.modules.items()}
+    pgs = {n: g.pgs for n, g in groups.items()}
+    grids = {n: g.grid for n, g in groups.items()}
+    frozen = [n for n, m in plan.modules.items() if m.frozen]
+    return build_mimo_model(plan.topology.model, seed, parallel, pgs, grids, rank, frozen, backend)
+
+
+def freeze_encoder(model: MimoModel, name: str) -> None:
+    """Freeze a modality's encoder weights; its projection stays trainable (LLaVA stage 1)."""
+    sub = model.modality_submodules[name] if name in model.modality_submodules else None
+    if sub is None:
+        return
+    for param in sub.encoders.parameters():
+        param.requires_grad_(False)
+
+
+def _check_layer_split(model: MimoModel) -> None:
+    # keyed init and checkpoints assume megatron's even split: stage p holds layers p*L/pp ...
+    blocks: Dict[str, object] = {n: next(iter(s.encoders.values())).block for n, s in model.modality_submodules.items()}
+    if model.language_model is not None:
+        blocks[LANG] = model.language_model.decoder
+    for name, block in blocks.items():
+        config = block.config
+        want = config.num_layers // config.pipeline_model_parallel_size
+        if config.num_layers % config.pipeline_model_parallel_size or len(block.layers) != want:
+            raise ValueError(f"{name}: pp={config.pipeline_model_parallel_size} must divide num_layers="
+                             f"{config.num_layers} (this stage built {len(block.layers)} layers)")
