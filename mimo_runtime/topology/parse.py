@@ -3,6 +3,7 @@
 import collections.abc
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from typing import Any, Dict
@@ -72,6 +73,8 @@ def _convert(value: Any, tp: Any, src: str, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TopologyError(src, path, f"expected a number, got {value!r}{_float_hint(value)}")
+        if math.isnan(value):
+            raise TopologyError(src, path, "expected a number, got .nan")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
