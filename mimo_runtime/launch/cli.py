@@ -15,6 +15,7 @@ from mimo_runtime.errors import ArgumentError, JobFailure, UserError
 COMMANDS = {
     "plan": ("plan", "show how a topology maps onto ranks (table or --json)"),
     "train": ("train", "train a topology (spawns its ranks, or is one rank under torchrun)"),
+    "schedule": ("schedule", "print a topology's per-stage action lists and simulated bubble"),
 }
 
 
