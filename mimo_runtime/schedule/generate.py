@@ -2,10 +2,10 @@
 
 1F1B follows upstream's multimodule schedule: a node warms up with as many forwards as its longest
 path (in stages) to the last language stage, capped at m, then alternates one forward and one
-backward. Because every node's warm-up is at least one more than each of its successors', the
-forward a successor waits for has always been sent before the node itself blocks on a gradient,
-which is why the lists are deadlock-free with asynchronous sends and blocking receives
-(`validate` checks it by simulation rather than trusting this argument).
+backward. Because every node's warm-up is at least one more than each of its successors' (or both
+are capped at m), the forward a successor waits for has always been sent before the node itself
+blocks on a gradient, which is why the lists are deadlock-free with asynchronous sends and blocking
+receives (`validate` checks it by simulation rather than trusting this argument).
 """
 
 from typing import Dict, Iterable, List

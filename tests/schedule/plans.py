@@ -1,9 +1,11 @@
 """Plans for schedule tests: presets through the topology parser, and large DAGs built directly."""
 
+import functools
 import random
 from typing import Dict, Optional, Sequence, Tuple
 
 from mimo_runtime.plan import ModuleLayout, ModulePlan, Plan, make_plan
+from mimo_runtime.schedule import Schedule, build_schedule
 from mimo_runtime.topology import topology_from_dict
 
 
@@ -28,6 +30,12 @@ def dag_plan(encoders: Sequence[Tuple[str, int, bool]], language_pp: int, tp: in
 def chain_plan(p: int) -> Plan:
     """A homogeneous chain: a language model alone on p pipeline stages."""
     return dag_plan([], p)
+
+
+@functools.lru_cache(maxsize=None)
+def chain_schedule(p: int, m: int, kind: str = "1f1b") -> Schedule:
+    """Shared between tests (read-only): building p=64, m=1024 takes about a second."""
+    return build_schedule(chain_plan(p), m, kind)
 
 
 def random_dag(rng: random.Random, max_stages: int = 64):

@@ -3,21 +3,21 @@
 import pytest
 
 from mimo_runtime.schedule import B, F, OPT_STEP, REDUCE_GRADS, build_schedule, simulate, validate
-from tests.schedule.plans import chain_plan
+from tests.schedule.plans import chain_plan, chain_schedule
 
 CHAINS = [(1, 1), (2, 1), (2, 4), (4, 4), (4, 3), (4, 16), (8, 2), (8, 32), (16, 5), (64, 1024)]
 
 
 @pytest.mark.parametrize("p,m", CHAINS)
 def test_1f1b_bubble_with_unit_costs_is_p_minus_1_over_m_plus_p_minus_1(p, m):
-    result = simulate(build_schedule(chain_plan(p), m, "1f1b"))
+    result = simulate(chain_schedule(p, m))
     assert result.bubble_fraction == (p - 1) / (m + p - 1)
     assert result.makespan == 2 * (m + p - 1)
 
 
 @pytest.mark.parametrize("p,m", CHAINS)
 def test_1f1b_keeps_at_most_p_minus_stage_activations_in_flight(p, m):
-    result = validate(build_schedule(chain_plan(p), m, "1f1b"))
+    result = validate(chain_schedule(p, m))
     for (_, stage), peak in result.peak_inflight.items():
         assert peak == min(p - stage, m)
 
