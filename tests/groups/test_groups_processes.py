@@ -8,7 +8,10 @@ each group, and the parent compares them with predictions made from plan coordin
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed as dist
 
+from mimo_runtime.groups import build_module_groups  # imported here so ranks load megatron before rendezvous
 from mimo_runtime.launch.spawn import spawn
 from mimo_runtime.plan import DIM_NAMES, make_plan
 from mimo_runtime.topology import load_topology, topology_from_dict
@@ -64,11 +67,6 @@ def predicted(m, rank, field):
 
 
 def _worker(rank, world_size, names):
-    import torch
-    import torch.distributed as dist
-
-    from mimo_runtime.groups import build_module_groups
-
     seen = {}
     for name in names:
         plan = plan_for(name)
@@ -90,7 +88,7 @@ def _worker(rank, world_size, names):
 @pytest.mark.parametrize("world_size", sorted(SCENARIOS))
 def test_real_group_memberships_equal_the_plan(world_size):
     names = SCENARIOS[world_size]
-    results = spawn(_worker, world_size, args=(names,), timeout_s=180, collective_timeout_s=60)
+    results = spawn(_worker, world_size, args=(names,), timeout_s=300, collective_timeout_s=60)
     for name in names:
         plan = plan_for(name)
         assert plan.world_size == world_size, name
