@@ -213,7 +213,8 @@ def _check_batches(topo: Topology) -> None:
     ldp = lang.parallel.dp
     per_mb = t.micro_batch * ldp
     if t.micro_batch > t.global_batch:
-        raise TopologyError(src, "train.micro_batch", f"{t.micro_batch} is larger than train.global_batch={t.global_batch}")
+        raise TopologyError(src, "train.micro_batch",
+                            f"{t.micro_batch} is larger than train.global_batch={t.global_batch}")
     if t.global_batch % per_mb:
         raise TopologyError(src, "train.global_batch",
                             f"{t.global_batch} is not a multiple of micro_batch x language dp = {t.micro_batch} x {ldp} = {per_mb}")
