@@ -13,8 +13,7 @@ from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan, colocated_
 from mimo_runtime.topology import Topology
 from mimo_runtime.train.executor import Executor, StepState
 from mimo_runtime.train.feed import Feeder
-from mimo_runtime.train.optim import (build_optimizers, freeze_encoders, global_loss, global_norm_and_loss,
-                                      step_optimizers)
+from mimo_runtime.train.optim import build_optimizers, global_loss, global_norm_and_loss, step_optimizers
 from mimo_runtime.train.sampler import Sampler
 
 
@@ -55,7 +54,6 @@ def train_rank(rank: int, world_size: int, topology: Topology, cfg: RunConfig) -
     plan = plan_for(topology, cfg)
     groups = build_module_groups(plan, cfg.timeout_s)
     model = build_model(plan, groups, rank, cfg.seed)
-    freeze_encoders(model, plan)
     t = topology.train
     optimizers = build_optimizers(model, plan, rank, t.lr, t.weight_decay)
     dataset = make_dataset(topology.model, "train", cfg.seed)

@@ -24,15 +24,6 @@ def module_parameters(model, name: str) -> List[torch.nn.Parameter]:
     return list(sub[name].parameters()) if name in sub else []
 
 
-def freeze_encoders(model, plan: Plan) -> None:
-    """`frozen: true` freezes an encoder's weights; its input projection stays trainable."""
-    for name, m in plan.encoders.items():
-        if m.frozen and name in model.modality_submodules:
-            for pname, p in model.modality_submodules[name].named_parameters():
-                if not pname.startswith("input_projections"):
-                    p.requires_grad_(False)
-
-
 def build_optimizers(model, plan: Plan, rank: int, lr: float, weight_decay: float) -> Dict[str, torch.optim.Optimizer]:
     out = {}
     for name in plan.modules_on(rank):

@@ -1,0 +1,40 @@
+"""Central property: every supported topology shape trains exactly like the colocated model."""
+
+import pytest
+
+from tests.train.equivalence import assert_matches_reference, reference, run, topology
+
+ENC = {"kind": "encoder"}
+LANG = {"kind": "language"}
+
+SHAPES = {
+    "encoder_then_llm_on_2_ranks": ("tiny-vlm", {"images": {**ENC, "ranks": 1}, "language": {**LANG, "ranks": 1}}),
+    "fan_in_encoder_dp2_to_llm_tp2": ("tiny-vlm", {"images": {**ENC, "ranks": 2, "parallel": {"dp": 2}},
+                                                  "language": {**LANG, "ranks": 2, "parallel": {"tp": 2}}}),
+    "fan_out_encoder_tp2_to_llm_dp2": ("tiny-vlm", {"images": {**ENC, "ranks": 2, "parallel": {"tp": 2}},
+                                                   "language": {**LANG, "ranks": 2, "parallel": {"dp": 2}}}),
+    "images_and_audio_to_llm": ("tiny-avlm", {"images": {**ENC, "ranks": 1}, "audio": {**ENC, "ranks": 1},
+                                              "language": {**LANG, "ranks": 2, "parallel": {"tp": 2}}}),
+    "llm_pp2": ("tiny-vlm", {"images": {**ENC, "ranks": 1}, "language": {**LANG, "ranks": 2, "parallel": {"pp": 2}}}),
+    "encoder_pp2": ("tiny-vlm", {"images": {**ENC, "ranks": 2, "parallel": {"pp": 2}},
+                                 "language": {**LANG, "ranks": 1}}),
+    "frozen_encoder": ("tiny-vlm", {"images": {**ENC, "ranks": 1, "frozen": True}, "language": {**LANG, "ranks": 1}}),
+    "language_only_pp2": ("tiny-lm", {"language": {**LANG, "ranks": 2, "parallel": {"pp": 2}}}),
+    "mixed_8_ranks": ("tiny-vlm", {"images": {**ENC, "ranks": 4, "parallel": {"tp": 2, "dp": 2}},
+                                   "language": {**LANG, "ranks": 4, "parallel": {"tp": 2, "pp": 2}}}),
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_heterogeneous_matches_colocated(shape):
+    model, modules = SHAPES[shape]
+    topo = topology(model, modules)
+    assert_matches_reference(topo, run(topo), reference(topo))
+
+
+def test_forward_only_evaluation_gives_training_forward_loss():
+    model, modules = SHAPES["llm_pp2"]
+    topo = topology(model, modules)
+    results = run(topo, eval_forward=True, steps=2)
+    train_losses = [m["loss"] for m in results[0].metrics]
+    assert results[0].eval_losses == pytest.approx(train_losses, rel=1e-6)
