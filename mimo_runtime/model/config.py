@@ -18,7 +18,7 @@ class MimoModelConfig:
     kv_format: "sbhd" (padded batches) or "thd" (packed sequences, with packing_kwargs).
     """
 
-    language_model_spec: ModuleSpec = field(default_factory=ModuleSpec)
+    language_model_spec: Optional[ModuleSpec] = None
     modality_submodules_spec: Dict[str, ModuleSpec] = field(default_factory=dict)
     special_token_ids: Dict[str, int] = field(default_factory=dict)
     module_to_grid_map: Optional[Mapping[str, Any]] = None

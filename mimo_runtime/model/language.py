@@ -1,6 +1,8 @@
 """The language model: megatron's GPTModel minus its parallel_state and CUDA assumptions.
 
-Two GPTModel methods need replacing on CPU with explicit groups:
+Three pieces need replacing on CPU with explicit groups:
+- `RotaryEmbedding.get_emb` moves its frequencies to CUDA on first use; `PortableRotaryEmbedding`
+  keeps them on the model's device.
 - `setup_embeddings_and_output_layer` moves the tied output weight to CUDA and all-reduces it
   over the embedding group to copy the first stage's values; our keyed initialization already
   gives both copies the same values, so only the bookkeeping attributes are set.
@@ -10,11 +12,31 @@ Loss is never computed here (its vocab_parallel_cross_entropy reads parallel_sta
 see `mimo_runtime.model.loss`.
 """
 
+import torch
+from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
 from megatron.core.models.gpt.gpt_model import GPTModel
 from megatron.core.utils import make_tp_sharded_tensor_for_checkpoint
 
 
+class PortableRotaryEmbedding(RotaryEmbedding):
+    """RotaryEmbedding whose frequencies stay on the device they were created on."""
+
+    def get_emb(self, max_seq_len: int, offset: int = 0) -> torch.Tensor:
+        freqs = self.get_freqs_non_repeated(max_seq_len, offset)
+        if self.rotary_interleaved:
+            emb = torch.stack((freqs.view(-1, 1), freqs.view(-1, 1)), dim=-1).view(freqs.shape[0], -1)
+        else:
+            emb = torch.cat((freqs, freqs), dim=-1)
+        return emb[:, None, None, :]
+
+
 class LanguageModel(GPTModel):
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if type(getattr(self, "rotary_pos_emb", None)) is RotaryEmbedding:
+            # same state, portable get_emb (GPTModel builds the rotary module inline)
+            self.rotary_pos_emb.__class__ = PortableRotaryEmbedding
 
     def setup_embeddings_and_output_layer(self) -> None:
         if self.pre_process:

@@ -307,16 +307,19 @@ def _attention_mask(mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 
 def _packed_seq_params(packing_kwargs: Optional[dict]) -> Optional[PackedSeqParams]:
+    """PackedSeqParams (THD) from packing_kwargs. max_seqlen_* are recomputed from the cu_seqlens:
+    megatron's RoPE reads max_seqlen == total tokens as positions running on across sequences."""
     if packing_kwargs is None:
         return None
-    kw = {}
-    for key, value in packing_kwargs.items():
+    kw = {k: v for k, v in packing_kwargs.items() if not k.startswith("max_seqlen")}
+    for key, value in kw.items():
         if key.startswith("cu_seqlens") and value is not None:
-            value = torch.as_tensor(value).to(torch.int32)
-        elif key.startswith("max_seqlen") and value is not None:
-            value = int(value)
-        kw[key] = value
+            kw[key] = torch.as_tensor(value).to(torch.int32)
     if kw.get("cu_seqlens_q") is None:
         raise ValueError("packing_kwargs needs cu_seqlens_q")
     kw.setdefault("cu_seqlens_kv", kw["cu_seqlens_q"])
+    for side in ("q", "kv"):
+        cu = kw.get(f"cu_seqlens_{side}_padded")
+        cu = kw[f"cu_seqlens_{side}"] if cu is None else cu
+        kw[f"max_seqlen_{side}"] = int((cu[1:] - cu[:-1]).max()) if cu.numel() > 1 else 0
     return PackedSeqParams(qkv_format="thd", **kw)

@@ -28,18 +28,18 @@ LANG = MIMO_LANGUAGE_MODULE_KEY
 
 def language_model_spec(dims: LanguageDims, tp: int, pp: int, pgs, is_first_stage: bool,
                         is_last_stage: bool, backend: str = "auto") -> ModuleSpec:
-    """GPT with tied input/output embeddings and learned absolute positions.
+    """GPT with tied input/output embeddings and rotary positions.
 
-    Learned positions (not RoPE): megatron 0.16.1's RotaryEmbedding moves its frequencies to
-    CUDA on first use. Text tokens get their position from position_ids (restarting per packed
-    sequence), so packed and padded batches see identical inputs.
+    RoPE gives every token its position, encoder rows included (learned absolute positions would
+    reach text tokens only, through get_text_embeddings); with packed THD it restarts at each
+    sequence, so packed and padded batches see identical inputs.
     """
     config = transformer_config(dims.hidden, dims.heads, dims.layers, dims.ffn_hidden, tp, pp)
     return ModuleSpec(module=LanguageModel, params=dict(
         config=config, transformer_layer_spec=layer_spec(causal=True, backend=backend),
         vocab_size=dims.vocab_size, max_sequence_length=dims.seq_length, pre_process=is_first_stage,
         post_process=is_last_stage, share_embeddings_and_output_weights=True,
-        position_embedding_type="learned_absolute", pg_collection=pgs))
+        position_embedding_type="rope", pg_collection=pgs))
 
 
 def modality_spec(name: str, enc: EncoderDims, language_hidden: int, tp: int, pp: int, pgs,
