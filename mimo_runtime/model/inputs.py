@@ -16,7 +16,7 @@ ENCODER_INPUTS: Dict[str, Tuple[str, str]] = {
 
 # images: (channels, height, width) split into PATCH x PATCH patches, one token each
 IMAGE_SHAPE: Tuple[int, int, int] = (1, 8, 8)
-PATCH = 2
+PATCH = 4
 # audio: log-mel-like features (mels, frames); the conv stem downsamples frames by AUDIO_STRIDE
 AUDIO_SHAPE: Tuple[int, int] = (16, 32)
 AUDIO_STRIDE = 4

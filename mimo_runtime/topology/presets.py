@@ -35,9 +35,9 @@ class PresetDims:
     encoders: Mapping[str, EncoderDims] = field(default_factory=dict)
 
 
-_IMAGES = EncoderDims(modality="images", hidden=32, heads=4, layers=2, tokens_per_item=16, max_items=2)
+_IMAGES = EncoderDims(modality="images", hidden=32, heads=4, layers=2, tokens_per_item=4, max_items=2)
 _AUDIO = EncoderDims(modality="audio", hidden=32, heads=4, layers=2, tokens_per_item=8, max_items=1)
-_LANGUAGE = LanguageDims(hidden=64, heads=4, layers=4, ffn_hidden=256, vocab_size=64, seq_length=64)
+_LANGUAGE = LanguageDims(hidden=64, heads=4, layers=4, ffn_hidden=256, vocab_size=64, seq_length=32)
 
 PRESETS: Dict[str, PresetDims] = {
     "tiny-vlm": PresetDims("tiny-vlm", _LANGUAGE, {"images": _IMAGES}),
