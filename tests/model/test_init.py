@@ -1,0 +1,75 @@
+"""Initial values depend only on (seed, global name): any rank's slice equals the reference's."""
+
+import pytest
+import torch
+
+from mimo_runtime.model import global_parameters, shard_of
+from mimo_runtime.model.init import ModuleShard, canonical_name, initial_value
+from tests.model.fakes import build, fake_grid
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """{canonical name: full tensor} of the colocated single-process model."""
+    return {n: p.detach().clone() for n, (p, *_) in global_parameters(build("tiny-avlm")).items()}
+
+
+def _assert_slices_of(reference, model):
+    params = global_parameters(model)
+    assert params, "the rank holds no parameters"
+    for name, (param, pdim, tp_rank, tp_size) in params.items():
+        assert name in reference, f"{name} is not a parameter of the colocated model"
+        torch.testing.assert_close(param.detach(), shard_of(reference[name], pdim, tp_rank, tp_size), rtol=0, atol=0,
+                                   msg=lambda m: f"{name}: {m}")
+    return params
+
+
+def test_language_pp2_last_stage_holds_layers_2_and_3_and_the_tied_embedding(reference):
+    grids = {"images": fake_grid(0), "audio": fake_grid(1), "language": fake_grid(2, pp=2)}
+    model = build("tiny-avlm", grids, rank=3)
+    params = _assert_slices_of(reference, model)
+    layers = {n.split(".layers.")[1].split(".")[0] for n in params if ".layers." in n}
+    assert layers == {"2", "3"}
+    # the output layer's tied copy carries the word embedding's name and values
+    assert params["language_model.embedding.word_embeddings.weight"][0] is model.language_model.output_layer.weight
+
+
+def test_encoder_pp2_stage_1_holds_encoder_layer_1_and_the_projection(reference):
+    grids = {"images": fake_grid(0, pp=2), "audio": fake_grid(2), "language": fake_grid(3)}
+    params = _assert_slices_of(reference, build("tiny-avlm", grids, rank=1))
+    assert any(".layers.1." in n for n in params) and not any(".layers.0." in n for n in params)
+    assert any("input_projections" in n for n in params)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_tp2_shards_are_slices_of_the_tp1_tensors(reference, rank):
+    grids = {"images": fake_grid(0, tp=2), "audio": fake_grid(0, tp=2), "language": fake_grid(0, tp=2)}
+    params = _assert_slices_of(reference, build("tiny-avlm", grids, rank=rank))
+    qkv, pdim, tp_rank, tp_size = params["language_model.decoder.layers.0.self_attention.linear_qkv.weight"]
+    assert (pdim, tp_rank, tp_size) == (0, rank, 2) and qkv.shape[0] == reference[
+        "language_model.decoder.layers.0.self_attention.linear_qkv.weight"].shape[0] // 2
+
+
+def test_every_parameter_is_initialized_from_its_own_stream(reference):
+    a = reference["language_model.decoder.layers.0.self_attention.linear_qkv.weight"]
+    b = reference["language_model.decoder.layers.1.self_attention.linear_qkv.weight"]
+    assert not torch.equal(a, b)
+    assert reference["language_model.decoder.layers.0.input_layernorm.weight"].eq(1).all()
+    assert reference["language_model.decoder.layers.0.self_attention.linear_qkv.bias"].eq(0).all()
+
+
+def test_same_seed_same_values_other_seed_other_values(reference):
+    again = {n: p for n, (p, *_) in global_parameters(build("tiny-avlm")).items()}
+    for name, full in reference.items():
+        assert torch.equal(again[name].detach(), full), name
+    w = "language_model.embedding.word_embeddings.weight"
+    assert not torch.equal(initial_value(1, w, (64, 64), 4), initial_value(2, w, (64, 64), 4))
+
+
+def test_canonical_names_use_global_layer_indices():
+    stage = ModuleShard(tp_rank=0, tp_size=1, pp_rank=1, pp_size=2, num_layers=4)
+    assert canonical_name("language_model.decoder.layers.1.mlp.linear_fc1.weight", stage, True) == \
+        "language_model.decoder.layers.3.mlp.linear_fc1.weight"
+    assert canonical_name("language_model.output_layer.weight", stage, True) == \
+        "language_model.embedding.word_embeddings.weight"
+    assert canonical_name("language_model.output_layer.weight", stage, False) == "language_model.output_layer.weight"
