@@ -73,7 +73,8 @@ class CaptionDataset:
         longest = 2 + sum(tokens_per_item(e.modality) * e.max_items for e in self.dims.encoders.values())
         longest += len(self._caption_text(Sample((0,) * self._max("images"), (0,) * self._max("audio"))))
         if longest > self.seq_length:
-            raise ValueError(f"preset '{preset}': the longest sample needs {longest} tokens > seq_length {self.seq_length}")
+            raise ValueError(f"preset '{preset}': the longest sample needs {longest} tokens > "
+                             f"seq_length {self.seq_length}")
 
     def __len__(self) -> int:
         return self.size
@@ -101,12 +102,10 @@ class CaptionDataset:
 
     def num_items(self, i: int, name: str) -> int:
         """Items of modality `name` in sample i (no pixels or audio computed)."""
+        if name not in self.modalities:
+            raise ValueError(f"unknown modality '{name}'; this dataset has {self.modalities}")
         s = self.sample(i)
-        if name == "images":
-            return len(s.images)
-        if name == "audio":
-            return len(s.clips)
-        raise ValueError(f"unknown modality '{name}'; this dataset has {self.modalities}")
+        return len(s.images) if name == "images" else len(s.clips)
 
     def _caption_text(self, s: Sample) -> str:
         labels = _digits()[1]

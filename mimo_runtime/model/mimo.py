@@ -65,7 +65,8 @@ class MimoModel(MegatronModule):
 
     def _initialize_language_model(self) -> None:
         """Build the language model if this rank holds it (its spec's params carry the stage)."""
-        self.language_model = build_module(self.mimo_config.language_model_spec) if self.role.has_language_module else None
+        spec = self.mimo_config.language_model_spec
+        self.language_model = build_module(spec) if self.role.has_language_module else None
 
     def _attach_tp_groups(self) -> None:
         # megatron's default sharded_state_dict reads parallel_state's TP group from a module
@@ -163,18 +164,17 @@ class MimoModel(MegatronModule):
         """
         input_tensors, self.input_tensors = self.input_tensors, None
         self._check_modality_inputs(modality_inputs)
-        packed = _packed_seq_params(packing_kwargs)
         if self.role.mode == ModuleLayout.COLOCATED:
             return self._forward_all_modules(input_ids, position_ids, attention_mask, loss_mask, labels,
                                              modality_inputs, packing_kwargs)
         if self.role.has_modality_modules and self.role.has_language_module:
-            raise ValueError("encoders and the language model on one rank need a colocated layout "
-                             f"(every module on the same ranks, one stage); this rank holds {sorted(self.role.modules)}")
+            raise ValueError("encoders and the language model on one rank need a colocated layout (every "
+                             f"module on the same ranks, one stage); this rank holds {sorted(self.role.modules)}")
         if self.role.has_modality_modules:
             return self._forward_encoders(modality_inputs, input_tensors), loss_mask
         if self.role.has_language_module:
             return self._forward_language_module(input_ids, position_ids, attention_mask, labels, input_tensors,
-                                                 packed_seq_params=packed), loss_mask
+                                                 packed_seq_params=_packed_seq_params(packing_kwargs)), loss_mask
         raise RuntimeError(f"this rank holds no module (role {self.role})")
 
     def _forward_encoders(self, modality_inputs: Optional[Dict[str, Dict[str, Any]]],
@@ -239,7 +239,8 @@ class MimoModel(MegatronModule):
             raise ValueError("the first language stage needs input_ids")
         unknown = sorted(set(embeddings) - set(self.special_token_ids))
         if unknown:
-            raise ValueError(f"unknown modality {unknown} in encoder embeddings; known: {sorted(self.special_token_ids)}")
+            raise ValueError(f"unknown modality {unknown} in encoder embeddings; "
+                             f"known: {sorted(self.special_token_ids)}")
         text = self.get_text_embeddings(input_ids, position_ids, self.special_token_ids)
         # a modality with no rows may be left out; its special tokens (if any) then fail the count
         for name in self.special_token_ids:
