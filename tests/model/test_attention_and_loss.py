@@ -43,7 +43,8 @@ def test_causal_matches_naive():
 
 def test_bidirectional_matches_naive():
     q, k, v = _qkv(5, 3)
-    torch.testing.assert_close(_attention(False)(q, k, v, None), _naive(q, k, v, torch.ones(3, 1, 5, 5, dtype=torch.bool)))
+    everything = torch.ones(3, 1, 5, 5, dtype=torch.bool)
+    torch.testing.assert_close(_attention(False)(q, k, v, None), _naive(q, k, v, everything))
 
 
 def test_padding_mask_is_combined_with_causal():

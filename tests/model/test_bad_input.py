@@ -55,7 +55,8 @@ def test_received_rows_of_the_wrong_width():
     tokens, _ = batch("tiny-vlm", indices("tiny-vlm", 1, with_items=True))
     count = int((tokens["input_ids"] == 3).sum())
     model.set_input_tensor({"images": torch.zeros(count, H_ENC)})
-    with pytest.raises(ValueError, match=rf"images: embeddings must have shape \(rows, {H_LM}\), got \({count}, {H_ENC}\)"):
+    with pytest.raises(ValueError, match=rf"images: embeddings must have shape \(rows, {H_LM}\), "
+                                         rf"got \({count}, {H_ENC}\)"):
         model(tokens["input_ids"])
 
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from mimo_runtime.model import MimoModel, MimoModelConfig
-from tests.model.fakes import H_LM as H, S, T_AUD, T_IMG, V, batch, build, checkpoint_layout, dataset, fake_grid, indices
+from tests.model.fakes import H_LM as H
+from tests.model.fakes import S, T_AUD, T_IMG, V, batch, build, checkpoint_layout, dataset, fake_grid, indices
 
 IMG, AUD = 3, 4
 
