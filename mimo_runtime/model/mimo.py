@@ -210,6 +210,9 @@ class MimoModel(MegatronModule):
                 raise ValueError("the first language stage takes encoder embeddings, not 'language' hidden states")
             decoder_input = self._merge(input_ids, position_ids, embeddings)
         else:
+            if isinstance(input_tensors, dict) and set(input_tensors) - {LANG}:
+                raise ValueError(f"a non-first language stage takes only 'language' hidden states, got "
+                                 f"{sorted(input_tensors)} (encoder rows go to the first stage)")
             hidden = input_tensors.get(LANG) if isinstance(input_tensors, dict) else input_tensors
             if hidden is None:
                 raise ValueError("a non-first language stage needs set_input_tensor({'language': h}) first")

@@ -103,6 +103,13 @@ def test_later_language_stage_without_its_input():
         model(None)
 
 
+def test_encoder_rows_sent_to_a_later_language_stage():
+    model = build("tiny-vlm", {"images": fake_grid(0), "language": fake_grid(1, pp=2)}, rank=2)
+    model.set_input_tensor({"images": torch.zeros(T_IMG, H_LM), "language": torch.zeros(8, 1, H_LM)})
+    with pytest.raises(ValueError, match=r"takes only 'language' hidden states, got \['images', 'language'\]"):
+        model(None)
+
+
 def test_attention_mask_of_the_wrong_rank(colocated):
     with pytest.raises(ValueError, match=r"attention_mask must be \(B, S\) or \(B, 1, S, S\), got shape \(8,\)"):
         colocated(torch.ones(1, 8, dtype=torch.long), attention_mask=torch.ones(8))

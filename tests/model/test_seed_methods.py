@@ -4,7 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mimo_runtime.model import MimoModel, MimoModelConfig
+from megatron.core.transformer.enums import AttnMaskType
+
+from mimo_runtime.model import MimoModel, MimoModelConfig, SDPAttention, layer_spec
+from mimo_runtime.model.mimo import _packed_seq_params
 from tests.model.fakes import H_LM as H
 from tests.model.fakes import S, T_AUD, T_IMG, V, batch, build, checkpoint_layout, dataset, fake_grid, indices
 
@@ -112,3 +115,20 @@ def test_dataset_rows_match_special_tokens():
         ids = ds.tokens(i)["input_ids"]
         assert int((ids == IMG).sum()) == T_IMG * ds.num_items(i, "images")
         assert int((ids == AUD).sum()) == T_AUD * ds.num_items(i, "audio")
+
+
+def test_packing_kwargs_become_thd_packed_seq_params():
+    p = _packed_seq_params({"cu_seqlens_q": [0, 3, 10], "max_seqlen_q": 10})
+    assert p.qkv_format == "thd" and p.cu_seqlens_q.dtype == torch.int32
+    assert torch.equal(p.cu_seqlens_kv, p.cu_seqlens_q)
+    assert (p.max_seqlen_q, p.max_seqlen_kv) == (7, 7)  # from the boundaries, not the caller's total
+    assert _packed_seq_params(None) is None
+
+
+def test_cpu_layer_specs_use_portable_attention():
+    causal, bidirectional = layer_spec(causal=True), layer_spec(causal=False)
+    assert causal.submodules.self_attention.submodules.core_attention is SDPAttention
+    assert causal.submodules.self_attention.params["attn_mask_type"] == AttnMaskType.causal
+    assert bidirectional.submodules.self_attention.params["attn_mask_type"] == AttnMaskType.no_mask
+    with pytest.raises(ValueError, match="backend"):
+        layer_spec(causal=True, backend="cuda")
