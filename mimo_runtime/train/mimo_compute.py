@@ -1,0 +1,92 @@
+"""What a rank computes for one action, for a MimoModel: the model-specific half of the executor.
+
+The executor (executor.py) owns the order, the communication and autograd; this class owns the
+calls into MimoModel (set_input_tensor, forward by role), the loss, and which rows of the bridge
+belong to which sample.
+"""
+
+from typing import Callable, Dict, List
+
+import torch
+
+from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
+from mimo_runtime.train.feed import Feeder
+from mimo_runtime.train.grads import all_reduce_grads
+from mimo_runtime.train.optim import module_parameters
+
+COLOCATED = "*"
+
+
+class MimoCompute:
+    def __init__(self, plan: Plan, groups, model, rank: int, feeder: Feeder, loss_fn: Callable):
+        self.plan, self.groups, self.model, self.rank = plan, groups, model, rank
+        self.feeder, self.loss_fn = feeder, loss_fn
+        param = next(model.parameters())
+        self.dtype, self.device = param.dtype, param.device
+        self.hidden = model.mimo_config.language_model_spec.params["config"].hidden_size
+
+    # ---- data the bridge needs ----
+    def _tokens(self, module: str, step: int, mb: int) -> Dict[str, torch.Tensor]:
+        return self.feeder.tokens(step, mb, self.plan.modules[LANG if module == COLOCATED else module], self.rank)
+
+    def encoder_rows(self, enc: str, step: int, mb: int) -> List[int]:
+        """Rows per sample of this encoder replica's output (sender side of the bridge)."""
+        return self.feeder.rows_per_sample(step, mb, enc, self.rank)
+
+    def language_rows(self, enc: str, step: int, mb: int) -> List[int]:
+        """Rows per sample the language stage expects: its special tokens (receiver side, the handshake)."""
+        special = self.model.special_token_ids[enc]
+        return (self._tokens(LANG, step, mb)["input_ids"] == special).sum(dim=1).tolist()
+
+    # ---- forward ----
+    def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st) -> torch.Tensor:
+        if module == COLOCATED:
+            return self._forward_colocated(step, mb, st)
+        if module == LANG:
+            return self._forward_language(step, mb, inputs, st)
+        return self._forward_encoder(module, step, mb, inputs)
+
+    def _forward_encoder(self, name: str, step: int, mb: int, inputs) -> torch.Tensor:
+        if self.plan.modules[name].coords(self.rank).pp == 0:
+            self.model.set_input_tensor(None)
+            raw = {name: self.feeder.modality_inputs(step, mb, name, self.rank)}
+        else:
+            self.model.set_input_tensor(inputs)
+            raw = None
+        out, _ = self.model(input_ids=None, modality_inputs=raw)
+        return out[name]
+
+    def _forward_language(self, step: int, mb: int, inputs, st) -> torch.Tensor:
+        m = self.plan.modules[LANG]
+        tokens = self._tokens(LANG, step, mb)
+        self.model.set_input_tensor(inputs)
+        out, _ = self.model(input_ids=tokens["input_ids"], position_ids=tokens["position_ids"],
+                            attention_mask=None, loss_mask=tokens["loss_mask"], labels=None)
+        if m.coords(self.rank).pp < m.pp - 1:
+            return out[LANG]
+        return self._loss(out, tokens, step, st)
+
+    def _forward_colocated(self, step: int, mb: int, st) -> torch.Tensor:
+        tokens = self._tokens(LANG, step, mb)
+        self.model.set_input_tensor(None)
+        logits, _ = self.model(input_ids=tokens["input_ids"], position_ids=tokens["position_ids"],
+                               attention_mask=None, loss_mask=tokens["loss_mask"], labels=None,
+                               modality_inputs=self.feeder.all_modality_inputs(step, mb, self.rank))
+        return self._loss(logits, tokens, step, st)
+
+    def _loss(self, logits, tokens, step: int, st) -> torch.Tensor:
+        total = self.loss_fn(logits, tokens["labels"], tokens["loss_mask"], self.groups[LANG].pgs.tp)
+        loss = total / self.feeder.loss_tokens(step)
+        st.loss_sum += float(loss.detach())
+        return loss
+
+    # ---- gradients ----
+    def reduce_grads(self, module: str) -> None:
+        """SUM over each module's dp_cp group; tied embeddings also over the embedding group."""
+        for name in (list(self.plan.modules) if module == COLOCATED else [module]):
+            pgs = self.groups[name].pgs
+            all_reduce_grads(module_parameters(self.model, name), pgs.dp_cp)
+            if name == LANG and self.plan.modules[LANG].pp > 1:
+                shared = self.model.language_model.shared_embedding_or_output_weight()
+                if shared is not None and shared.grad is not None:
+                    all_reduce_grads([shared], pgs.embd)

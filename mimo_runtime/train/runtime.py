@@ -1,0 +1,74 @@
+"""Runtime: everything one rank builds for a run, and one training / evaluation step.
+
+`Runtime(topology, cfg)` on an initialized process group gives the plan, this rank's role and
+groups, the model (only this rank's modules), the optimizers and the executor;
+`train_step(step)` runs the schedule's action list once and returns the step's metrics on every
+rank. The loop (loop.py) and the Python API are thin layers over it.
+"""
+
+import time
+from typing import Dict, Optional
+
+import torch.distributed as dist
+
+from mimo_runtime.plan import Plan, colocated_plan, make_plan
+from mimo_runtime.topology import Topology
+from mimo_runtime.train.config import RunConfig
+from mimo_runtime.train.executor import Executor, StepState
+from mimo_runtime.train.feed import Feeder
+from mimo_runtime.train.mimo_compute import MimoCompute
+from mimo_runtime.train.optim import build_optimizers, global_loss, global_norm_and_loss, step_optimizers
+from mimo_runtime.train.sampler import Sampler
+
+
+def plan_for(topology: Topology, cfg: RunConfig) -> Plan:
+    return colocated_plan(topology, cfg.nproc) if cfg.colocated else make_plan(topology)
+
+
+class Runtime:
+    def __init__(self, topology: Topology, cfg: RunConfig, rank: Optional[int] = None):
+        from mimo_runtime.data import collate_modality, collate_tokens, make_dataset
+        from mimo_runtime.groups import build_module_groups
+        from mimo_runtime.model import build_model, masked_token_loss_sum
+        from mimo_runtime.schedule import build_schedule
+
+        self.topology, self.cfg = topology, cfg
+        self.rank = dist.get_rank() if rank is None else rank
+        self.plan = plan_for(topology, cfg)
+        self.role = self.plan.role(self.rank)
+        self.groups = build_module_groups(self.plan, cfg.timeout_s)
+        self.model = build_model(self.plan, self.groups, self.rank, cfg.seed)
+        t = topology.train
+        self.optimizers = build_optimizers(self.model, self.plan, self.rank, t.lr, t.weight_decay)
+        self.dataset = make_dataset(topology.model, "train", cfg.seed)
+        sampler = Sampler.for_plan(self.plan, len(self.dataset), cfg.seed)
+        self.feeder = Feeder(self.plan, self.dataset, sampler, collate_tokens, collate_modality)
+        m = self.plan.num_microbatches
+        self.train_actions = build_schedule(self.plan, m, cfg.schedule).for_rank(self.plan, self.rank)
+        self.eval_actions = build_schedule(self.plan, m, "forward").for_rank(self.plan, self.rank)
+        compute = MimoCompute(self.plan, self.groups, self.model, self.rank, self.feeder, masked_token_loss_sum)
+        trainable = {n: True for n in self.plan.modules}  # a frozen encoder's projection still trains
+        self.executor = Executor(self.plan, self.rank, compute, cfg.timeout_s, trainable, self._optimizer_step)
+        self.before_optimizer_step = None  # tests: called with the step before gradients are clipped
+        self._last: Dict[str, float] = {}
+
+    def _optimizer_step(self, st: StepState) -> None:
+        norm, loss = global_norm_and_loss(self.model, self.plan, self.rank, st.loss_sum)
+        if self.before_optimizer_step is not None:
+            self.before_optimizer_step(st.step)
+        step_optimizers(self.model, self.optimizers, norm, self.topology.train.grad_clip)
+        self._last = {"loss": loss, "grad_norm": norm}
+
+    def train_step(self, step: int) -> Dict[str, float]:
+        """One optimizer step over global batch `step`; the same metrics on every rank."""
+        self.model.train()
+        t0 = time.perf_counter()
+        self.executor.run_step(self.train_actions, step, train=True)
+        return {"step": step + 1, **self._last, "step_time_s": time.perf_counter() - t0,
+                "lr": self.topology.train.lr}
+
+    def eval_step(self, step: int) -> float:
+        """Forward-only pass over global batch `step` (no gradients); the global loss on every rank."""
+        self.model.eval()
+        st = self.executor.run_step(self.eval_actions, step, train=False)
+        return global_loss(self.plan, self.rank, st.loss_sum)
