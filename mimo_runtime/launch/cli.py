@@ -23,6 +23,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports `error: --flag: message` in one line with exit code 2."""
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse hook
+        # argparse says "argument --flag: ..."; the contract is "error: --flag: message"
+        if message.startswith("argument "):
+            message = message[len("argument "):]
         sys.stderr.write(f"error: {message}\n")
         sys.exit(2)
 
@@ -42,6 +45,7 @@ def _command(module: str):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    quiet_library_warnings()
     args = build_parser().parse_args(argv)
     try:
         return int(_command(COMMANDS[args.command][0]).run(args) or 0)
@@ -56,6 +60,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+
+
+def quiet_library_warnings() -> None:
+    """megatron warns about missing Apex/TE and experimental APIs on every import; users can't act on it."""
+    import warnings
+
+    for module in ("megatron", "torch.distributed"):
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+    warnings.filterwarnings("ignore", category=UserWarning, message=".*experimental.*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="megatron")
 
 
 def positive_int(flag: str):

@@ -52,6 +52,9 @@ def init_distributed(timeout_s: float, backend: str = "gloo") -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
+    from mimo_runtime.launch.cli import quiet_library_warnings
+
+    quiet_library_warnings()
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     if not dist.is_initialized():
