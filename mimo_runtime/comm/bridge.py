@@ -4,6 +4,8 @@ Forward: each encoder rank slices its output rows by destination (routes.py) and
 each language rank receives its samples' rows from every source in sample order and checks
 the row count against its own input_ids (the shape handshake). Backward: the reverse.
 Rows are `(num_rows, hidden)`, sample by sample, as `align_embeddings_by_token_positions` expects.
+When both modules share ranks (colocated placement with different layouts), a route from a rank to
+itself is a local hand-over instead of a message.
 """
 
 from itertools import accumulate
@@ -24,6 +26,7 @@ class Bridge:
         self.outbox, self.stats, self.timeout_s = outbox, stats, timeout_s
         self.fwd = forward_routes(enc, lang, global_mb)
         self.bwd = backward_routes(enc, lang, global_mb)
+        self._local = {}  # (direction, lo) -> rows this rank sent to itself
 
     def _first_sample(self, m: ModulePlan) -> int:
         return owned(m, m.coords(self.rank).dp, self.global_mb).start
@@ -38,14 +41,20 @@ class Bridge:
             raise ValueError(f"{self.enc.name}: {rows.shape[0]} rows but the samples need {offsets[-1]}")
         for r in mine:
             block = rows[offsets[r.lo - first]:offsets[r.hi - first]]
-            send_tensors({"rows": block}, r.dst, self.outbox, self.stats)
+            if r.dst == self.rank:
+                self._local[(id(routes), r.lo)] = block.detach()
+            else:
+                send_tensors({"rows": block}, r.dst, self.outbox, self.stats)
 
     def _recv(self, routes: List[Route], m: ModulePlan, rows_per_sample: Sequence[int], hidden: int,
               dtype: torch.dtype, device: torch.device, what: str) -> torch.Tensor:
         first = self._first_sample(m)
         blocks = []
         for r in (r for r in routes if r.dst == self.rank):
-            block = recv_tensors(["rows"], r.src, dtype, device, self.stats, self.timeout_s)["rows"]
+            if r.src == self.rank:
+                block = self._local.pop((id(routes), r.lo))
+            else:
+                block = recv_tensors(["rows"], r.src, dtype, device, self.stats, self.timeout_s)["rows"]
             want = sum(rows_per_sample[r.lo - first:r.hi - first])
             if block.shape[0] != want:
                 raise ValueError(f"{self.enc.name}: {what} from rank {r.src} for samples {r.lo}-{r.hi - 1} "

@@ -47,6 +47,8 @@ class MimoModel(MegatronModule):
         self.role = RankRole.build(list(mimo_config.modality_submodules_spec), mimo_config.module_to_grid_map, rank)
         self.special_token_ids = dict(mimo_config.special_token_ids or {})
         self.input_tensors = None
+        # colocated layouts only: embeddings -> embeddings redistributed to the language layout
+        self.colocated_bridge = None
         self.modality_submodules = torch.nn.ModuleDict()
         self._initialize_submodules()
         self._initialize_language_model()
@@ -231,6 +233,10 @@ class MimoModel(MegatronModule):
                 out = sub(encoder_inputs=raw)
                 if out is not None:
                     embeddings[name] = out
+        if self.colocated_bridge is not None:
+            # encoders laid out differently from the language model on the same ranks: move each
+            # encoder's rows to the ranks whose language replica uses them (comm/exchange.py)
+            embeddings = self.colocated_bridge(embeddings)
         decoder_input = self._merge(input_ids, position_ids, embeddings)
         out = self._run_language_model(decoder_input, attention_mask, labels, _packed_seq_params(packing_kwargs))
         return out, loss_mask

@@ -39,6 +39,8 @@ class Executor:
         self.fault = _fault_from_env(rank)
         self.bridges = {enc: Bridge(plan.modules[enc], plan.language, plan.micro_batch * plan.language.dp, rank,
                                     self.outbox, self.stats, timeout_s) for enc, _ in plan.edges}
+        if hasattr(compute, "attach"):
+            compute.attach(self.bridges)
 
     def run_step(self, actions, step: int, train: bool = True) -> StepState:
         st = StepState(step, train)

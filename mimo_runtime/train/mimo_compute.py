@@ -9,7 +9,8 @@ from typing import Callable, Dict, List
 
 import torch
 
-from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
+from mimo_runtime.comm.exchange import exchange_rows
+from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, ModuleLayout, Plan
 from mimo_runtime.train.feed import Feeder
 from mimo_runtime.train.grads import all_reduce_grads
 from mimo_runtime.train.optim import module_parameters
@@ -24,6 +25,18 @@ class MimoCompute:
         param = next(model.parameters())
         self.dtype, self.device = param.dtype, param.device
         self.hidden = model.mimo_config.language_model_spec.params["config"].hidden_size
+        self.bridges = {}
+
+    def attach(self, bridges) -> None:
+        """The executor's bridges: colocated layouts use them in-process (comm/exchange.py)."""
+        self.bridges = bridges
+
+    def _relaid_encoders(self) -> List[str]:
+        """Colocated encoders whose TP/DP layout differs from the language model's."""
+        if self.plan.layout != ModuleLayout.COLOCATED:
+            return []
+        lang = self.plan.modules[LANG]
+        return [n for n, m in self.plan.encoders.items() if (m.tp, m.cp, m.dp) != (lang.tp, lang.cp, lang.dp)]
 
     # ---- data the bridge needs ----
     def _tokens(self, module: str, step: int, mb: int) -> Dict[str, torch.Tensor]:
@@ -68,6 +81,13 @@ class MimoCompute:
 
     def _forward_colocated(self, step: int, mb: int, st) -> torch.Tensor:
         tokens = self._tokens(LANG, step, mb)
+        relaid = self._relaid_encoders()
+
+        def redistribute(embeddings: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+            return {n: exchange_rows(e, self.bridges[n], self.encoder_rows(n, step, mb), self.language_rows(n, step, mb))
+                    if n in relaid else e for n, e in embeddings.items()}
+
+        self.model.colocated_bridge = redistribute if relaid else None
         self.model.set_input_tensor(None)
         logits, _ = self.model(input_ids=tokens["input_ids"], position_ids=tokens["position_ids"],
                                attention_mask=None, loss_mask=tokens["loss_mask"], labels=None,

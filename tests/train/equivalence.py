@@ -13,10 +13,11 @@ STEPS = 3
 SEED = 7
 
 
-def topology(model: str, modules: Dict, **train) -> Topology:
+def topology(model: str, modules: Dict, placement: str = "separate", **train) -> Topology:
     t = {"global_batch": 8, "micro_batch": 2, "lr": 1e-3}
     t.update(train)
-    return topology_from_dict({"model": model, "modules": modules, "train": t}, source="<test>")
+    return topology_from_dict({"model": model, "modules": modules, "train": t, "placement": placement},
+                              source="<test>")
 
 
 def run(topo: Topology, colocated: bool = False, nproc: int = 1, **cfg) -> List[RankResult]:

@@ -32,6 +32,13 @@ def test_heterogeneous_matches_colocated(shape):
     assert_matches_reference(topo, run(topo), reference(topo))
 
 
+def test_colocated_encoder_dp2_language_tp2_on_2_ranks_matches_reference():
+    """placement: colocated with different layouts: encoder rows are redistributed in-process."""
+    topo = topology("tiny-vlm", {"images": {**ENC, "ranks": 2, "parallel": {"dp": 2}},
+                                 "language": {**LANG, "ranks": 2, "parallel": {"tp": 2}}}, placement="colocated")
+    assert_matches_reference(topo, run(topo), reference(topo))
+
+
 def test_forward_only_evaluation_gives_training_forward_loss():
     model, modules = SHAPES["llm_pp2"]
     topo = topology(model, modules)
