@@ -40,8 +40,8 @@ def test_microbatches_and_schedule_flags(topology, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--microbatches", "0"], "error: argument --microbatches: must be positive, got 0"),
-    (["--schedule", "zigzag"], "error: argument --schedule: invalid choice: 'zigzag'"),
+    (["--microbatches", "0"], "error: --microbatches: must be positive, got 0"),
+    (["--schedule", "zigzag"], "error: --schedule: invalid choice: 'zigzag'"),
 ])
 def test_bad_flags_are_one_line_errors_with_exit_2(topology, capsys, argv, message):
     with pytest.raises(SystemExit) as e:
