@@ -16,6 +16,13 @@ def add_arguments(p) -> None:
     p.add_argument("--metrics", metavar="FILE.jsonl", help="append one JSON object per step")
     p.add_argument("--schedule", choices=("1f1b", "gpipe"), help="pipeline schedule (default: train.schedule)")
     p.add_argument("--timeout", type=float, metavar="S", help="collective/peer timeout in seconds (default: train.timeout_s)")
+    ray = p.add_argument_group("Ray (docs/launching.md)")
+    ray.add_argument("--ray", action="store_true", help="run each rank as a Ray actor, one placement group per module")
+    ray.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray on 127.0.0.1)")
+    ray.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                     help="restart every rank up to K times after a failure (from the latest checkpoint)")
+    ray.add_argument("--placement-timeout", type=float, default=60.0, metavar="S",
+                     help="seconds to wait for the cluster to place every module's ranks (default: 60)")
 
 
 def run_config(args, topology):
@@ -38,6 +45,11 @@ def run(args) -> int:
 
     topology = load_topology(args.topology)
     cfg = run_config(args, topology)
+    if args.ray:
+        return _run_on_ray(args, topology, cfg)
+    for flag, value in (("--address", args.address), ("--max-restarts", args.max_restarts)):
+        if value:
+            raise ArgumentError(flag, "only applies with --ray")
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return _run_under_torchrun(topology, cfg)
     from mimo_runtime.launch.local import launch_local
@@ -47,12 +59,15 @@ def run(args) -> int:
 
 
 def _run_under_torchrun(topology, cfg) -> int:
-    from mimo_runtime.launch.spawn import init_distributed
-    from mimo_runtime.train.loop import train_rank
+    from mimo_runtime.launch.torchrun import run_torchrun_rank
 
-    world = int(os.environ["WORLD_SIZE"])
-    if world != cfg.nproc:
-        raise ArgumentError("--nproc-per-node", f"torchrun started {world} ranks but the run needs {cfg.nproc}")
-    init_distributed(cfg.timeout_s)
-    train_rank(int(os.environ["RANK"]), world, topology, cfg)
+    return run_torchrun_rank(topology, cfg)
+
+
+def _run_on_ray(args, topology, cfg) -> int:
+    from mimo_runtime.launch.ray import launch_ray
+
+    if args.max_restarts < 0:
+        raise ArgumentError("--max-restarts", f"must be >= 0, got {args.max_restarts}")
+    launch_ray(topology, cfg, args.address, args.max_restarts, args.placement_timeout)
     return 0
