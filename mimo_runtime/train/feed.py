@@ -20,6 +20,7 @@ class Feeder:
         preset = PRESETS[plan.topology.model]
         self.tokens_per_item = {n: d.tokens_per_item for n, d in preset.encoders.items()}
         self._step_tokens: Dict[int, int] = {}
+        self._token_batches: Dict[tuple, Dict[str, torch.Tensor]] = {}  # this step's batches, by replica
 
     def samples(self, step: int, mb: int, module: ModulePlan, rank: int) -> List[int]:
         return self.sampler.replica(step, mb, module, module.coords(rank).dp)
@@ -34,8 +35,14 @@ class Feeder:
         return [self.dataset.num_items(i, name) * self.tokens_per_item[name] for i in ids]
 
     def tokens(self, step: int, mb: int, module: ModulePlan, rank: int) -> Dict[str, torch.Tensor]:
-        ids = self.samples(step, mb, module, rank)
-        return self.collate_tokens([self.dataset.tokens(i) for i in ids])
+        """A language replica's token batch; the bridge, forward and backward of one microbatch share it."""
+        key = (step, mb, module.name, module.coords(rank).dp)
+        if key not in self._token_batches:
+            if any(k[0] != step for k in self._token_batches):
+                self._token_batches.clear()
+            ids = self.samples(step, mb, module, rank)
+            self._token_batches[key] = self.collate_tokens([self.dataset.tokens(i) for i in ids])
+        return self._token_batches[key]
 
     def all_modality_inputs(self, step: int, mb: int, rank: int) -> Dict:
         """Colocated: every module on this rank, so every modality of this replica's samples."""
