@@ -60,6 +60,10 @@ def read_yaml(path: str) -> Dict[str, Any]:
 
 def _convert(value: Any, tp: Any, src: str, path: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        # Optional[X]: None (YAML `null`, or the key left out) means "inherit"; see schema.Optimizer
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(value, args[0], src, path)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, src, path)
     if tp is bool:
@@ -135,6 +139,8 @@ def build(cls: type, raw: Any, src: str, path: str, **given: Any) -> Any:
 
 def _check_bounds(value: Any, f: dataclasses.Field, src: str, path: str) -> None:
     meta = f.metadata
+    if value is None:
+        return  # an Optional key given as null: inherited, nothing to check
     if meta.get("choices") and value not in meta["choices"]:
         choices = ", ".join(meta["choices"])
         raise TopologyError(src, path, f"must be one of {choices}, got {value!r}")

@@ -36,6 +36,43 @@ class Parallel:
         return self.tp * self.cp * self.dp * self.pp
 
 
+OPTIMIZERS = ("adamw", "sgd")
+LR_SCHEDULES = ("constant", "warmup_cosine", "warmup_linear")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """`train.optimizer` (defaults) and `modules.NAME.optimizer` (overrides). A key left out (None)
+    is inherited: module -> train.optimizer -> train.lr / train.weight_decay -> the default in the
+    doc; `mimo_runtime.topology.training` resolves every module's section before anything runs."""
+
+    name: Optional[str] = spec(None, "adamw or sgd; default adamw", choices=OPTIMIZERS)
+    lr: Optional[float] = spec(None, "peak learning rate; default train.lr", min_value=0.0)
+    weight_decay: Optional[float] = spec(None, "weight decay (decoupled for adamw, L2 for sgd); default "
+                                               "train.weight_decay", min_value=0.0)
+    betas: Optional[Tuple[float, float]] = spec(None, "adamw betas; default [0.9, 0.999]")
+    eps: Optional[float] = spec(None, "adamw epsilon; default 1.0e-8", positive=True)
+    momentum: Optional[float] = spec(None, "sgd momentum; default 0.0", min_value=0.0)
+    lr_schedule: Optional[str] = spec(None, "constant, warmup_cosine or warmup_linear; default constant",
+                                      choices=LR_SCHEDULES)
+    warmup_steps: Optional[int] = spec(None, "steps of linear warm-up from 0 to lr; default 0", min_value=0)
+    decay_steps: Optional[int] = spec(None, "step at which the decay reaches min_lr; default train.steps",
+                                      positive=True)
+    min_lr: Optional[float] = spec(None, "learning rate at the end of the decay; default 0.0", min_value=0.0)
+    no_weight_decay: Optional[Tuple[str, ...]] = spec(
+        None, "parameter-name globs that get no weight decay; default ['*bias', '*norm*']")
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    path: str = spec(REQUIRED, "file (format torch) or checkpoint directory (format checkpoint) to load")
+    format: str = spec("torch", "torch: a state-dict file of full tensors; checkpoint: a checkpoint of this runtime",
+                       choices=("torch", "checkpoint"))
+    map: str = spec("", "optional name-mapping hook 'package.module:function', called with each stored name")
+    strict: bool = spec(True, "every parameter of the module must be loaded (false: missing ones keep their init)")
+
+
 @dataclass(frozen=True)
 class Module:
     name: str = spec("", "the key under `modules:`")
@@ -46,6 +83,12 @@ class Module:
     parallel: Parallel = spec(factory=Parallel, doc="parallel sizes")
     frozen: bool = spec(False, "freeze the encoder's weights (its projection stays trainable)")
     resources: Mapping[str, float] = spec(factory=dict, doc="Ray resources per rank, e.g. {CPU: 1, enc: 1}")
+    optimizer: Optimizer = spec(factory=Optimizer, doc="this module's overrides of train.optimizer")
+    freeze: Tuple[str, ...] = spec((), "parameter-name globs to freeze (no gradients, no optimizer state)")
+    precision: Optional[str] = spec(None, "fp32 or bf16 compute; default train.precision", choices=PRECISIONS)
+    recompute: str = spec("none", "activation recompute: none, full (every layer) or selective (core attention)",
+                          choices=("none", "full", "selective"))
+    pretrained: Optional[Pretrained] = spec(None, "load this module's weights before training")
 
 
 @dataclass(frozen=True)
@@ -53,8 +96,10 @@ class Train:
     global_batch: int = spec(8, "samples per optimizer step", positive=True)
     micro_batch: int = spec(2, "samples per microbatch per language data-parallel replica", positive=True)
     steps: int = spec(20, "optimizer steps", positive=True)
-    lr: float = spec(3.0e-4, "learning rate", min_value=0.0)
-    weight_decay: float = spec(0.0, "AdamW weight decay", min_value=0.0)
+    lr: float = spec(3.0e-4, "learning rate of every module (default of optimizer.lr)", min_value=0.0)
+    weight_decay: float = spec(0.0, "weight decay of every module (default of optimizer.weight_decay)", min_value=0.0)
+    optimizer: Optimizer = spec(factory=Optimizer, doc="optimizer and lr schedule defaults for every module")
+    precision: str = spec("fp32", "default compute precision of every module: fp32 or bf16", choices=PRECISIONS)
     grad_clip: float = spec(1.0, "global gradient-norm clip across all modules; 0 disables", min_value=0.0)
     schedule: str = spec("1f1b", "pipeline schedule", choices=("1f1b", "gpipe"))
     seed: int = spec(1234, "seed for initialization and data", min_value=0)

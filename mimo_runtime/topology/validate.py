@@ -7,6 +7,7 @@ from typing import Dict, List, Tuple
 from mimo_runtime.errors import TopologyError
 from mimo_runtime.topology.presets import PRESETS
 from mimo_runtime.topology.schema import Module, Parallel, Topology
+from mimo_runtime.topology.training import resolve_training
 
 
 def finalize(topo: Topology) -> Topology:
@@ -18,7 +19,7 @@ def finalize(topo: Topology) -> Topology:
     topo = dataclasses.replace(topo, modules=modules, edges=edges)
     _check_model(topo)
     _check_batches(topo)
-    return topo
+    return resolve_training(topo)
 
 
 def _check_kinds(topo: Topology) -> None:

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from mimo_runtime.topology import Module, Parallel, Topology, Train
+from mimo_runtime.topology.schema import Optimizer, Pretrained
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "topology.md").read_text()
-SECTIONS = {"Top level": Topology, "`modules.NAME`": Module, "`modules.NAME.parallel`": Parallel, "`train`": Train}
+SECTIONS = {"Top level": Topology, "`modules.NAME`": Module, "`modules.NAME.parallel`": Parallel, "`train`": Train,
+            "`train.optimizer`, `modules.NAME.optimizer`": Optimizer, "`modules.NAME.pretrained`": Pretrained}
 FILLED_BY_THE_LOADER = {("Module", "name"), ("Topology", "source")}  # not file keys
 
 
