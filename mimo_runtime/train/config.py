@@ -16,3 +16,11 @@ class RunConfig:
     progress: bool = True
     capture_grads_step: Optional[int] = None  # tests: return every parameter's reduced grad at this step
     eval_forward: bool = False  # tests: also run a forward-only pass over each training batch
+    # checkpoints, evaluation, trace (train/checkpoint.py, evaluate.py, trace.py)
+    checkpoint_dir: Optional[str] = None
+    save_every: int = 0  # 0: save only at the end (when checkpoint_dir is set)
+    keep_last: int = 3  # 0: keep every checkpoint
+    resume: bool = False  # start from `latest` in checkpoint_dir when there is one
+    eval_every: int = 0  # 0: no held-out evaluation
+    eval_batches: int = 0  # global batches of the held-out split per evaluation; 0: the whole split
+    trace_path: Optional[str] = None  # Chrome-trace JSON of every rank's actions
