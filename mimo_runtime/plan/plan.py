@@ -36,6 +36,17 @@ class ModulePlan:
     dp: int
     pp: int
     frozen: bool = False
+    sequence_parallel: bool = False  # megatron SP: the sequence is split over the TP ranks too
+
+    @property
+    def sequence_shards(self) -> int:
+        """TP ranks that split the (cp-local) sequence: tp with sequence parallelism, else 1."""
+        return self.tp if self.sequence_parallel else 1
+
+    def slot(self, rank: int) -> int:
+        """Which piece of a replica's sequence `rank` holds (plan/sequence.py)."""
+        c = self.coords(rank)
+        return c.cp * self.sequence_shards + (c.tp if self.sequence_parallel else 0)
 
     @property
     def shape(self) -> Tuple[int, int, int, int]:
@@ -138,7 +149,7 @@ def make_plan(topology: Topology, world_size: Optional[int] = None) -> Plan:
         raise ArgumentError("--world-size", f"{world_size} != {needed}, the ranks topology "
                                             f"{topology.source} needs")
     modules = {n: ModulePlan(n, m.kind, m.rank_offset, m.ranks, m.parallel.tp, m.parallel.cp,
-                             m.parallel.dp, m.parallel.pp, m.frozen)
+                             m.parallel.dp, m.parallel.pp, m.frozen, m.sequence_parallel)
                for n, m in topology.modules.items()}
     spans = {(m.rank_offset, m.size) for m in modules.values()}
     one_stage = all(m.pp == 1 for m in modules.values())

@@ -89,6 +89,8 @@ class Module:
     recompute: str = spec("none", "activation recompute: none, full (every layer) or selective (core attention)",
                           choices=("none", "full", "selective"))
     pretrained: Optional[Pretrained] = spec(None, "load this module's weights before training")
+    sequence_parallel: bool = spec(False, "language model with tp > 1: megatron sequence parallelism (activations "
+                                          "outside attention and MLP split along the sequence over the TP ranks)")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Train:
     schedule: str = spec("1f1b", "pipeline schedule", choices=("1f1b", "gpipe"))
     seed: int = spec(1234, "seed for initialization and data", min_value=0)
     timeout_s: float = spec(120.0, "seconds any rank waits on a collective or a peer", positive=True)
+    packing: bool = spec(False, "pack each microbatch's samples into one THD sequence, without their padding")
 
 
 @dataclass(frozen=True)

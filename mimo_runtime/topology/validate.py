@@ -41,6 +41,9 @@ def _check_kinds(topo: Topology) -> None:
             raise TopologyError(src, f"modules.{n}.modality", "only encoders have a modality")
         if m.kind == "language" and m.frozen:
             raise TopologyError(src, f"modules.{n}.frozen", "only encoders can be frozen")
+        if m.kind == "encoder" and m.sequence_parallel:
+            raise TopologyError(src, f"modules.{n}.sequence_parallel", "sequence parallelism is supported for the "
+                                                                       "language model only")
         if m.kind == "encoder" and m.parallel.cp > 1:
             raise TopologyError(src, f"modules.{n}.parallel.cp",
                                 f"context parallelism is supported for the language model only, got cp={m.parallel.cp}")
@@ -192,13 +195,27 @@ def _check_model(topo: Topology) -> None:
     for n, m in topo.modules.items():
         dims = preset.language if m.kind == "language" else preset.encoders[m.modality]
         _check_dims(src, f"modules.{n}.parallel", m.parallel, dims.heads, dims.layers, preset.name)
-    cp = topo.language.parallel.cp
     if topo.language.parallel.tp > 1 and preset.language.vocab_size % topo.language.parallel.tp:
         raise TopologyError(src, f"modules.{topo.language.name}.parallel.tp",
                             f"{topo.language.parallel.tp} does not divide the vocabulary size {preset.language.vocab_size}")
-    if preset.language.seq_length % (2 * cp) and cp > 1:
-        raise TopologyError(src, f"modules.{topo.language.name}.parallel.cp",
-                            f"2*cp = {2 * cp} does not divide the sequence length {preset.language.seq_length}")
+    _check_sequence_split(topo, preset.language.seq_length)
+
+
+def _check_sequence_split(topo: Topology, seq_length: int) -> None:
+    # mirrors plan/sequence.py: 2*cp chunks per sequence (cp > 1), each cp part cut in tp with SP;
+    # packed sequences are padded to fit instead
+    src, lang = topo.source, topo.language
+    cp, tp = lang.parallel.cp, lang.parallel.tp
+    if lang.sequence_parallel and tp == 1:
+        raise TopologyError(src, f"modules.{lang.name}.sequence_parallel",
+                            "sequence parallelism needs parallel.tp > 1 (it splits the sequence over the TP ranks)")
+    multiple = (2 * cp if cp > 1 else 1) * (tp if lang.sequence_parallel else 1)
+    if seq_length % multiple and not topo.train.packing:
+        what = "2*cp" if cp > 1 else ""
+        what = " x ".join(x for x in (what, "tp (sequence_parallel)" if lang.sequence_parallel else "") if x)
+        raise TopologyError(src, f"modules.{lang.name}.parallel.cp" if cp > 1 else
+                            f"modules.{lang.name}.sequence_parallel",
+                            f"{what} = {multiple} does not divide the sequence length {seq_length}")
 
 
 def _check_dims(src: str, path: str, p: Parallel, heads: int, layers: int, preset: str) -> None:
