@@ -27,14 +27,14 @@ LANG = MIMO_LANGUAGE_MODULE_KEY
 
 
 def language_model_spec(dims: LanguageDims, tp: int, pp: int, pgs, is_first_stage: bool,
-                        is_last_stage: bool, backend: str = "auto") -> ModuleSpec:
+                        is_last_stage: bool, backend: str = "auto", recompute: str = "none") -> ModuleSpec:
     """GPT with tied input/output embeddings and rotary positions.
 
     RoPE gives every token its position, encoder rows included (learned absolute positions would
     reach text tokens only, through get_text_embeddings); with packed THD it restarts at each
     sequence, so packed and padded batches see identical inputs.
     """
-    config = transformer_config(dims.hidden, dims.heads, dims.layers, dims.ffn_hidden, tp, pp)
+    config = transformer_config(dims.hidden, dims.heads, dims.layers, dims.ffn_hidden, tp, pp, recompute)
     return ModuleSpec(module=LanguageModel, params=dict(
         config=config, transformer_layer_spec=layer_spec(causal=True, backend=backend),
         vocab_size=dims.vocab_size, max_sequence_length=dims.seq_length, pre_process=is_first_stage,
@@ -43,12 +43,12 @@ def language_model_spec(dims: LanguageDims, tp: int, pp: int, pgs, is_first_stag
 
 
 def modality_spec(name: str, enc: EncoderDims, language_hidden: int, tp: int, pp: int, pgs,
-                  backend: str = "auto") -> ModuleSpec:
+                  backend: str = "auto", recompute: str = "none") -> ModuleSpec:
     """Encoder (split over `pp` stages) + MLP projector into the language model's hidden size."""
     if tokens_per_item(enc.modality) != enc.tokens_per_item:
         raise ValueError(f"preset encoder '{name}': tokens_per_item={enc.tokens_per_item}, but its "
                          f"{enc.modality} inputs give {tokens_per_item(enc.modality)} tokens per item")
-    config = transformer_config(enc.hidden, enc.heads, enc.layers, 4 * enc.hidden, tp, pp)
+    config = transformer_config(enc.hidden, enc.heads, enc.layers, 4 * enc.hidden, tp, pp, recompute)
     common = dict(config=config, layer_spec=layer_spec(causal=False, backend=backend), pg_collection=pgs,
                   modality=name)
     if enc.modality == "images":
@@ -68,12 +68,15 @@ def modality_spec(name: str, enc: EncoderDims, language_hidden: int, tp: int, pp
 
 def build_mimo_model(preset: str, seed: int, parallel: Mapping[str, Tuple[int, int]], pgs: Mapping[str, object],
                      grid_map: Optional[Mapping[str, object]] = None, rank: Optional[int] = None,
-                     frozen: Iterable[str] = (), backend: str = "auto") -> MimoModel:
+                     frozen: Iterable[str] = (), backend: str = "auto",
+                     recompute: Optional[Mapping[str, str]] = None) -> MimoModel:
     """The MimoModel `rank` holds.
 
     parallel: {module: (tp, pp)}; pgs: {module: ProcessGroupCollection or None where not held};
-    grid_map: {module: grid} for the role (None: everything colocated on this rank).
+    grid_map: {module: grid} for the role (None: everything colocated on this rank);
+    recompute: {module: none|full|selective} (model/recompute.py), default none.
     """
+    recompute = recompute or {}
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset '{preset}'; known: {sorted(PRESETS)}")
     dims = PRESETS[preset]
@@ -82,11 +85,12 @@ def build_mimo_model(preset: str, seed: int, parallel: Mapping[str, Tuple[int, i
     stage = role.modules.get(LANG)
     tp, pp = parallel.get(LANG, (1, 1))
     lm_spec = language_model_spec(dims.language, tp, pp, pgs.get(LANG), stage is None or stage.is_first_stage,
-                                  stage is None or stage.is_last_stage, backend)
+                                  stage is None or stage.is_last_stage, backend, recompute.get(LANG, "none"))
     specs = {}
     for name, enc in dims.encoders.items():
         e_tp, e_pp = parallel.get(name, (1, 1))
-        specs[name] = modality_spec(name, enc, dims.language.hidden, e_tp, e_pp, pgs.get(name), backend)
+        specs[name] = modality_spec(name, enc, dims.language.hidden, e_tp, e_pp, pgs.get(name), backend,
+                                    recompute.get(name, "none"))
     config = MimoModelConfig(language_model_spec=lm_spec, modality_submodules_spec=specs,
                              special_token_ids={m: SPECIAL_TOKEN_IDS[m] for m in modalities},
                              module_to_grid_map=grid_map)
@@ -105,7 +109,8 @@ def build_model(plan, groups: Mapping[str, object], rank: int, seed: int, backen
     pgs = {n: g.pgs for n, g in groups.items()}
     grids = {n: g.grid for n, g in groups.items()}
     frozen = [n for n, m in plan.modules.items() if m.frozen]
-    return build_mimo_model(plan.topology.model, seed, parallel, pgs, grids, rank, frozen, backend)
+    recompute = {n: m.recompute for n, m in plan.topology.modules.items()}
+    return build_mimo_model(plan.topology.model, seed, parallel, pgs, grids, rank, frozen, backend, recompute)
 
 
 def freeze_encoder(model: MimoModel, name: str) -> None:

@@ -18,22 +18,26 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from mimo_runtime.model.attention import SDPAttention
+from mimo_runtime.model.recompute import recompute_fields, use_portable_checkpoint
 
 
 def transformer_config(hidden: int, heads: int, layers: int, ffn_hidden: int, tp: int = 1,
-                       pp: int = 1) -> TransformerConfig:
-    """fp32, dropout 0, no fused kernels, parameters created on CPU.
+                       pp: int = 1, recompute: str = "none") -> TransformerConfig:
+    """fp32, dropout 0, no fused kernels, parameters created on CPU; `recompute` per model.recompute.
 
     `perform_initialization` stays on although `mimo_runtime.model.init` overwrites every value:
     megatron tags TP-split weights (partition_dim) only on its init path.
     """
+    if recompute != "none" and not te_available():
+        use_portable_checkpoint()
     return TransformerConfig(
         num_layers=layers, hidden_size=hidden, num_attention_heads=heads, ffn_hidden_size=ffn_hidden,
         tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, pipeline_dtype=torch.float32,
         params_dtype=torch.float32, use_cpu_initialization=True, perform_initialization=True,
         hidden_dropout=0.0, attention_dropout=0.0, activation_func=F.gelu, gated_linear_unit=False,
         bias_activation_fusion=False, bias_dropout_fusion=False, masked_softmax_fusion=False,
-        persist_layer_norm=False, apply_rope_fusion=False, gradient_accumulation_fusion=False)
+        persist_layer_norm=False, apply_rope_fusion=False, gradient_accumulation_fusion=False,
+        **recompute_fields(recompute))
 
 
 @lru_cache(maxsize=1)

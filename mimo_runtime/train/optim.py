@@ -1,5 +1,10 @@
 """Optimizers per module (torch.optim on CPU) and the step that spans every module.
 
+Each module gets its own optimizer from its resolved `optimizer` section (AdamW or SGD), with two
+parameter groups: weight decay, and the `no_weight_decay` patterns. Frozen parameters
+(requires_grad False) are in no group, so they never get optimizer state. The learning rate of
+every group is set from the schedule before each step (lr_schedule.py).
+
 The global gradient norm covers all modules on all ranks: each rank adds the squares of the
 gradient elements it alone is responsible for (grads.counts_toward_norm), and one world all-reduce
 also carries this rank's share of the loss, so every rank ends the step knowing both.
@@ -12,7 +17,10 @@ import torch
 import torch.distributed as dist
 
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
+from mimo_runtime.topology.schema import Optimizer
 from mimo_runtime.train.grads import clip_, counts_toward_norm, sum_of_squares
+from mimo_runtime.train.lr_schedule import lr_at
+from mimo_runtime.train.params import matches, named_module_parameters
 
 
 def module_parameters(model, name: str) -> List[torch.nn.Parameter]:
@@ -24,13 +32,39 @@ def module_parameters(model, name: str) -> List[torch.nn.Parameter]:
     return list(sub[name].parameters()) if name in sub else []
 
 
-def build_optimizers(model, plan: Plan, rank: int, lr: float, weight_decay: float) -> Dict[str, torch.optim.Optimizer]:
+def param_groups(model, name: str, opt: Optimizer) -> List[dict]:
+    """The trainable parameters of module `name`: a decay group and a no-decay group (empty ones left out)."""
+    decay, no_decay = [], []
+    for canonical, (p, *_rest) in named_module_parameters(model, name).items():
+        if p.requires_grad:
+            (no_decay if matches(canonical, name, opt.no_weight_decay) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": opt.weight_decay, "module": name},
+              {"params": no_decay, "weight_decay": 0.0, "module": name}]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(groups: List[dict], opt: Optimizer) -> torch.optim.Optimizer:
+    if opt.name == "sgd":
+        return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum)
+    return torch.optim.AdamW(groups, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
+
+
+def build_optimizers(model, plan: Plan, rank: int) -> Dict[str, torch.optim.Optimizer]:
+    """One optimizer per module this rank holds that has trainable parameters here."""
     out = {}
     for name in plan.modules_on(rank):
-        params = [p for p in module_parameters(model, name) if p.requires_grad]
-        if params:
-            out[name] = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        opt = plan.topology.modules[name].optimizer
+        groups = param_groups(model, name, opt)
+        if groups:
+            out[name] = make_optimizer(groups, opt)
     return out
+
+
+def set_learning_rates(optimizers: Dict[str, torch.optim.Optimizer], plan: Plan, step: int) -> None:
+    for name, optimizer in optimizers.items():
+        lr = lr_at(plan.topology.modules[name].optimizer, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
 
 
 def _norm_params(model, plan: Plan, rank: int) -> List[torch.nn.Parameter]:

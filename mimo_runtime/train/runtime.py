@@ -17,7 +17,10 @@ from mimo_runtime.train.config import RunConfig
 from mimo_runtime.train.executor import Executor, StepState
 from mimo_runtime.train.feed import Feeder
 from mimo_runtime.train.mimo_compute import MimoCompute
-from mimo_runtime.train.optim import build_optimizers, global_loss, global_norm_and_loss, step_optimizers
+from mimo_runtime.train.controls import prepare_modules
+from mimo_runtime.train.lr_schedule import learning_rates
+from mimo_runtime.train.optim import (build_optimizers, global_loss, global_norm_and_loss, set_learning_rates,
+                                      step_optimizers)
 from mimo_runtime.train.sampler import Sampler
 
 
@@ -38,16 +41,17 @@ class Runtime:
         self.role = self.plan.role(self.rank)
         self.groups = build_module_groups(self.plan, cfg.timeout_s)
         self.model = build_model(self.plan, self.groups, self.rank, cfg.seed)
-        t = topology.train
-        self.optimizers = build_optimizers(self.model, self.plan, self.rank, t.lr, t.weight_decay)
+        self.frozen_all = prepare_modules(self.model, self.plan, self.rank)  # freeze, pretrained, precision
+        self.optimizers = build_optimizers(self.model, self.plan, self.rank)
         self.dataset = make_dataset(topology.model, "train", cfg.seed)
         sampler = Sampler.for_plan(self.plan, len(self.dataset), cfg.seed)
         self.feeder = Feeder(self.plan, self.dataset, sampler, collate_tokens, collate_modality)
         m = self.plan.num_microbatches
-        self.train_actions = build_schedule(self.plan, m, cfg.schedule).for_rank(self.plan, self.rank)
+        self.train_actions = build_schedule(self.plan, m, cfg.schedule, self.frozen_all).for_rank(self.plan, self.rank)
         self.eval_actions = build_schedule(self.plan, m, "forward").for_rank(self.plan, self.rank)
         compute = MimoCompute(self.plan, self.groups, self.model, self.rank, self.feeder, masked_token_loss_sum)
-        trainable = {n: True for n in self.plan.modules}  # a frozen encoder's projection still trains
+        # `frozen: true` keeps the projection trainable; only an encoder frozen entirely stops gradients
+        trainable = {n: n not in self.frozen_all for n in self.plan.modules}
         self.executor = Executor(self.plan, self.rank, compute, cfg.timeout_s, trainable, self._optimizer_step)
         self.before_optimizer_step = None  # tests: called with the step before gradients are clipped
         self._last: Dict[str, float] = {}
@@ -56,6 +60,7 @@ class Runtime:
         norm, loss = global_norm_and_loss(self.model, self.plan, self.rank, st.loss_sum)
         if self.before_optimizer_step is not None:
             self.before_optimizer_step(st.step)
+        set_learning_rates(self.optimizers, self.plan, st.step)
         step_optimizers(self.model, self.optimizers, norm, self.topology.train.grad_clip)
         self._last = {"loss": loss, "grad_norm": norm}
 
@@ -64,8 +69,9 @@ class Runtime:
         self.model.train()
         t0 = time.perf_counter()
         self.executor.run_step(self.train_actions, step, train=True)
+        lrs = learning_rates(self.topology, step)
         return {"step": step + 1, **self._last, "step_time_s": time.perf_counter() - t0,
-                "lr": self.topology.train.lr}
+                "lr": lrs["language"], **{f"lr.{n}": lr for n, lr in lrs.items() if n != "language"}}
 
     def eval_step(self, step: int) -> float:
         """Forward-only pass over global batch `step` (no gradients); the global loss on every rank."""

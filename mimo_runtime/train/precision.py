@@ -1,0 +1,51 @@
+"""Per-module compute precision: `precision: bf16` runs a module's forward (and so its backward)
+under autocast, with fp32 master weights, fp32 gradients and fp32 tensors at module boundaries.
+
+Parameters stay fp32 (autocast casts them per op), so `.grad` is fp32 and the gradient reduction
+over dp_cp, the global norm, clipping and the optimizer step are all fp32 (megatron's "fp32 main
+params and grads"). Outputs are cast back to fp32 so the loss, the bridge and pipeline P2P carry
+fp32 whatever each module computes in; on GPU the same flag would select megatron's Float16Module
+and bf16 communication, which is not what this CPU path measures.
+"""
+
+import functools
+from typing import Any
+
+import torch
+
+from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
+
+DTYPES = {"bf16": torch.bfloat16}
+
+
+def module_root(model, name: str) -> torch.nn.Module:
+    return model.language_model if name == LANG else model.modality_submodules[name]
+
+
+def apply_precision(model, plan: Plan, rank: int) -> None:
+    for name in plan.modules_on(rank):
+        dtype = DTYPES.get(plan.topology.modules[name].precision)
+        if dtype is not None:
+            root = module_root(model, name)
+            device_type = next(root.parameters()).device.type
+            root.forward = autocast_forward(root.forward, device_type, dtype)
+
+
+def autocast_forward(forward, device_type: str, dtype: torch.dtype):
+    @functools.wraps(forward)
+    def run(*args, **kwargs):
+        with torch.autocast(device_type, dtype=dtype):
+            out = forward(*args, **kwargs)
+        return to_fp32(out)
+
+    return run
+
+
+def to_fp32(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.is_floating_point() and x.dtype != torch.float32 else x
+    if isinstance(x, dict):
+        return {k: to_fp32(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_fp32(v) for v in x)
+    return x
