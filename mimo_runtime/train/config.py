@@ -24,3 +24,4 @@ class RunConfig:
     eval_every: int = 0  # 0: no held-out evaluation
     eval_batches: int = 0  # global batches of the held-out split per evaluation; 0: the whole split
     trace_path: Optional[str] = None  # Chrome-trace JSON of every rank's actions
+    tensorboard_dir: Optional[str] = None  # needs the optional `tensorboard` package

@@ -11,6 +11,7 @@ import torch
 
 from mimo_runtime.comm.exchange import exchange_rows
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, ModuleLayout, Plan
+from mimo_runtime.train.captions import count_captions
 from mimo_runtime.train.feed import Feeder
 from mimo_runtime.train.grads import all_reduce_grads
 from mimo_runtime.train.optim import module_parameters
@@ -26,6 +27,7 @@ class MimoCompute:
         self.dtype, self.device = param.dtype, param.device
         self.hidden = model.mimo_config.language_model_spec.params["config"].hidden_size
         self.bridges = {}
+        self.caption_counts = [0, 0]  # forward-only steps: (exact captions, captioned samples)
 
     def attach(self, bridges) -> None:
         """The executor's bridges: colocated layouts use them in-process (comm/exchange.py)."""
@@ -98,6 +100,10 @@ class MimoCompute:
         total = self.loss_fn(logits, tokens["labels"], tokens["loss_mask"], self.groups[LANG].pgs.tp)
         loss = total / self.feeder.loss_tokens(step)
         st.loss_sum += float(loss.detach())
+        if not st.train:
+            correct, captioned = count_captions(logits.detach(), tokens, self.groups[LANG].pgs.tp)
+            self.caption_counts[0] += correct
+            self.caption_counts[1] += captioned
         return loss
 
     # ---- gradients ----

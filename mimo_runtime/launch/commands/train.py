@@ -16,6 +16,18 @@ def add_arguments(p) -> None:
     p.add_argument("--metrics", metavar="FILE.jsonl", help="append one JSON object per step")
     p.add_argument("--schedule", choices=("1f1b", "gpipe"), help="pipeline schedule (default: train.schedule)")
     p.add_argument("--timeout", type=float, metavar="S", help="collective/peer timeout in seconds (default: train.timeout_s)")
+    ck = p.add_argument_group("checkpoints, evaluation, metrics, trace (docs/quickstart.md)")
+    ck.add_argument("--checkpoint-dir", metavar="DIR", help="save checkpoints here (shared storage on several nodes)")
+    ck.add_argument("--save-every", type=positive_int("--save-every"), metavar="K",
+                    help="save every K steps (default: only after the last step)")
+    ck.add_argument("--keep-last", type=int, default=3, metavar="K", help="keep the newest K checkpoints (0: all; default 3)")
+    ck.add_argument("--resume", action="store_true", help="start from the latest checkpoint in --checkpoint-dir, if any")
+    ck.add_argument("--eval-every", type=positive_int("--eval-every"), metavar="K",
+                    help="held-out loss and caption accuracy every K steps and after the last")
+    ck.add_argument("--eval-batches", type=positive_int("--eval-batches"), metavar="N",
+                    help="held-out global batches per evaluation (default: the whole held-out split)")
+    ck.add_argument("--trace", metavar="FILE.json", help="write every rank's actions as one Chrome trace (Perfetto)")
+    ck.add_argument("--tensorboard", metavar="DIR", help="also log metrics to TensorBoard (needs `tensorboard`)")
     ray = p.add_argument_group("Ray (docs/launching.md)")
     ray.add_argument("--ray", action="store_true", help="run each rank as a Ray actor, one placement group per module")
     ray.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray on 127.0.0.1)")
@@ -33,11 +45,32 @@ def run_config(args, topology):
     if not args.colocated and nproc != topology.world_size:
         raise ArgumentError("--nproc", f"{nproc} != {topology.world_size}, the world size of {topology.source} "
                                        f"(use --colocated to run the same model on another rank count)")
-    if args.metrics:
-        open(args.metrics, "w").close()
+    options = _product_options(args)
+    if args.metrics and not args.resume:
+        open(args.metrics, "w").close()  # a resumed run appends its steps
     return RunConfig(steps=args.steps or t.steps, seed=t.seed if args.seed is None else args.seed,
                      colocated=args.colocated, nproc=nproc, schedule=args.schedule or t.schedule,
-                     metrics_path=args.metrics, timeout_s=args.timeout or t.timeout_s)
+                     metrics_path=args.metrics, timeout_s=args.timeout or t.timeout_s, **options)
+
+
+def _product_options(args) -> dict:
+    """RunConfig fields of the checkpoint / evaluation / trace flags, checked."""
+    if args.resume and not args.checkpoint_dir:
+        raise ArgumentError("--resume", "needs --checkpoint-dir DIR")
+    if args.save_every and not args.checkpoint_dir:
+        raise ArgumentError("--save-every", "needs --checkpoint-dir DIR")
+    if args.keep_last < 0:
+        raise ArgumentError("--keep-last", f"must be >= 0, got {args.keep_last}")
+    if args.eval_batches and not args.eval_every:
+        raise ArgumentError("--eval-batches", "needs --eval-every K")
+    if args.tensorboard:
+        from mimo_runtime.train.metrics import tensorboard_available
+
+        if not tensorboard_available():
+            raise ArgumentError("--tensorboard", "the tensorboard package is not installed (pip install tensorboard)")
+    return dict(checkpoint_dir=args.checkpoint_dir, save_every=args.save_every or 0, keep_last=args.keep_last,
+                resume=args.resume, eval_every=args.eval_every or 0, eval_batches=args.eval_batches or 0,
+                trace_path=args.trace, tensorboard_dir=args.tensorboard)
 
 
 def run(args) -> int:
