@@ -1,21 +1,27 @@
 """The language model: megatron's GPTModel minus its parallel_state and CUDA assumptions.
 
 Three pieces need replacing on CPU with explicit groups:
-- `RotaryEmbedding.get_emb` moves its frequencies to CUDA on first use; `PortableRotaryEmbedding`
-  keeps them on the model's device.
+- `RotaryEmbedding.get_emb` moves its frequencies to CUDA on first use, and its context-parallel
+  slice (`get_pos_emb_on_this_cp_rank`) builds its index on CUDA; `PortableRotaryEmbedding` keeps
+  both on the model's device (the cut is plan/sequence.py's, the one the data and attention use).
 - `setup_embeddings_and_output_layer` moves the tied output weight to CUDA and all-reduces it
   over the embedding group to copy the first stage's values; our keyed initialization already
   gives both copies the same values, so only the bookkeeping attributes are set.
 - `tie_embeddings_and_output_weights_state_dict` reads parallel_state's DP rank for the replica
   id of the last stage's copy; we read it from the dp_cp group in the metadata instead.
-Loss is never computed here (its vocab_parallel_cross_entropy reads parallel_state's TP group);
+With sequence parallelism (model/sequence_parallel.py) the inline-built output layer gets the
+portable SP all-gather. Loss is never computed here (its vocab_parallel_cross_entropy reads parallel_state's TP group);
 see `mimo_runtime.model.loss`.
 """
 
 import torch
 from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
 from megatron.core.models.gpt.gpt_model import GPTModel
+from megatron.core.tensor_parallel.layers import ColumnParallelLinear
 from megatron.core.utils import make_tp_sharded_tensor_for_checkpoint
+
+from mimo_runtime.model.sequence_parallel import PortableColumnParallelLinear, use_portable_rng_tracker
+from mimo_runtime.plan.sequence import local_indices
 
 
 class PortableRotaryEmbedding(RotaryEmbedding):
@@ -29,6 +35,15 @@ class PortableRotaryEmbedding(RotaryEmbedding):
             emb = torch.cat((freqs, freqs), dim=-1)
         return emb[:, None, None, :]
 
+    def forward(self, max_seq_len: int, offset: int = 0, packed_seq: bool = False, cp_group=None) -> torch.Tensor:
+        emb = self.get_emb(max_seq_len, offset)
+        cp_group = cp_group if cp_group is not None else self.cp_group
+        if cp_group is not None and cp_group.size() > 1 and not packed_seq:
+            # this cp rank's chunks of the positions (packed THD is cut per sequence when applied)
+            idx = local_indices(emb.size(0), cp_group.size(), cp_group.rank())
+            emb = emb.index_select(0, torch.tensor(idx, dtype=torch.long, device=emb.device))
+        return emb
+
 
 class LanguageModel(GPTModel):
 
@@ -37,6 +52,11 @@ class LanguageModel(GPTModel):
         if type(getattr(self, "rotary_pos_emb", None)) is RotaryEmbedding:
             # same state, portable get_emb (GPTModel builds the rotary module inline)
             self.rotary_pos_emb.__class__ = PortableRotaryEmbedding
+        if self.config.sequence_parallel:
+            use_portable_rng_tracker()  # SP layers fork megatron's CUDA RNG tracker around dropout
+            if type(getattr(self, "output_layer", None)) is ColumnParallelLinear:
+                # GPTModel builds its output layer inline: give it the portable SP all-gather
+                self.output_layer.__class__ = PortableColumnParallelLinear
 
     def setup_embeddings_and_output_layer(self) -> None:
         if self.pre_process:

@@ -10,6 +10,9 @@ of each. `forward` dispatches on the role:
   on the last: vocab-parallel logits (B, S, V/tp) without labels, per-token loss (B, S) with.
 Stage inputs come from `set_input_tensor`; each forward consumes them (a stale tensor is never
 reused by the next microbatch).
+Context parallelism: a cp rank is given its own chunks of every token tensor (plan/sequence.py)
+and only the encoder rows of those positions; the attention exchanges K/V. Sequence parallelism:
+the first stage hands the decoder its TP rank's sequence slice (`_merge_sequence_slice`).
 """
 
 import logging
@@ -22,6 +25,7 @@ from megatron.core.transformer.spec_utils import build_module
 
 from mimo_runtime.model.config import MimoModelConfig
 from mimo_runtime.model.loss import vocab_parallel_cross_entropy
+from mimo_runtime.model.sequence_parallel import scatter_to_sequence_parallel
 from mimo_runtime.plan.roles import MIMO_LANGUAGE_MODULE_KEY, ModuleLayout, RankRole
 
 logger = logging.getLogger(__name__)
@@ -37,11 +41,6 @@ class MimoModel(MegatronModule):
 
     def __init__(self, mimo_config: MimoModelConfig, cp_group=None, tp_group=None, *, rank: Optional[int] = None):
         super().__init__(mimo_config.language_model_spec.params["config"])
-        lm_config = self.config
-        if lm_config.context_parallel_size > 1 or lm_config.sequence_parallel:
-            raise ValueError("MimoModel: context and sequence parallelism of the language model are not "
-                             f"supported yet (cp={lm_config.context_parallel_size}, "
-                             f"sequence_parallel={lm_config.sequence_parallel})")
         self.mimo_config = mimo_config
         self.cp_group, self.tp_group = cp_group, tp_group
         self.role = RankRole.build(list(mimo_config.modality_submodules_spec), mimo_config.module_to_grid_map, rank)
@@ -250,6 +249,8 @@ class MimoModel(MegatronModule):
         if unknown:
             raise ValueError(f"unknown modality {unknown} in encoder embeddings; "
                              f"known: {sorted(self.special_token_ids)}")
+        if self.language_model.config.sequence_parallel:
+            return self._merge_sequence_slice(input_ids, position_ids, embeddings)
         text = self.get_text_embeddings(input_ids, position_ids, self.special_token_ids)
         # a modality with no rows may be left out; its special tokens (if any) then fail the count
         for name in self.special_token_ids:
@@ -257,6 +258,29 @@ class MimoModel(MegatronModule):
                 embeddings[name] = text.new_zeros(0, text.size(-1))
         embeddings["text"] = text
         return self.align_embeddings_by_token_positions(embeddings, input_ids, self.special_token_ids)
+
+    def _merge_sequence_slice(self, input_ids, position_ids, embeddings: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Sequence parallelism: this TP rank's slice (S/tp, B, H) of the merged decoder input.
+
+        Every TP rank embeds the whole (cp-local) sequence, since the vocab-parallel embedding sums
+        over TP, then keeps its slice (whose backward all-gathers, so every vocab shard gets every
+        position's gradient) and places there the encoder rows it received: those of its own
+        positions only (the bridge sends each TP rank just those).
+        """
+        input_ids = _batched(input_ids)
+        tp = self.language_model.pg_collection.tp
+        full = self.language_model.embedding(input_ids=input_ids, position_ids=position_ids)  # (S, B, H)
+        local = scatter_to_sequence_parallel(full, tp).transpose(0, 1)  # (B, S/tp, H)
+        n = local.size(1)
+        ids = input_ids[:, tp.rank() * n:(tp.rank() + 1) * n]
+        for name, token_id in self.special_token_ids.items():
+            rows = embeddings.get(name, local.new_zeros(0, local.size(-1)))  # no rows: its tokens fail the count
+            mask = ids == token_id
+            if int(mask.sum()) != rows.size(0):
+                raise ValueError(f"{name}: this sequence-parallel slice holds {int(mask.sum())} '{name}' special "
+                                 f"tokens but {rows.size(0)} embeddings were given")
+            local = local.masked_scatter(mask.unsqueeze(-1).expand_as(local), rows.to(local.dtype))
+        return local.transpose(0, 1).contiguous()
 
     def _run_language_model(self, decoder_input, attention_mask, labels, packed_seq_params):
         out = self.language_model(input_ids=None, position_ids=None, attention_mask=_attention_mask(attention_mask),

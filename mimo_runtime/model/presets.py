@@ -18,7 +18,8 @@ from mimo_runtime.model.inputs import (AUDIO_SHAPE, AUDIO_STRIDE, ENCODER_INPUTS
                                        SPECIAL_TOKEN_IDS, tokens_per_item)
 from mimo_runtime.model.language import LanguageModel
 from mimo_runtime.model.mimo import MimoModel
-from mimo_runtime.model.specs import layer_spec, transformer_config
+from mimo_runtime.model.sequence_parallel import sequence_parallel_block_spec
+from mimo_runtime.model.specs import layer_spec, transformer_config, uses_te
 from mimo_runtime.model.submodules import AudioModalitySubmodules, VisionModalitySubmodules
 from mimo_runtime.plan.roles import MIMO_LANGUAGE_MODULE_KEY, RankRole
 from mimo_runtime.topology.presets import PRESETS, EncoderDims, LanguageDims
@@ -27,19 +28,25 @@ LANG = MIMO_LANGUAGE_MODULE_KEY
 
 
 def language_model_spec(dims: LanguageDims, tp: int, pp: int, pgs, is_first_stage: bool,
-                        is_last_stage: bool, backend: str = "auto", recompute: str = "none") -> ModuleSpec:
+                        is_last_stage: bool, backend: str = "auto", recompute: str = "none", cp: int = 1,
+                        sequence_parallel: bool = False) -> ModuleSpec:
     """GPT with tied input/output embeddings and rotary positions.
 
     RoPE gives every token its position, encoder rows included (learned absolute positions would
     reach text tokens only, through get_text_embeddings); with packed THD it restarts at each
     sequence, so packed and padded batches see identical inputs.
     """
-    config = transformer_config(dims.hidden, dims.heads, dims.layers, dims.ffn_hidden, tp, pp, recompute)
+    config = transformer_config(dims.hidden, dims.heads, dims.layers, dims.ffn_hidden, tp, pp, recompute, cp,
+                                sequence_parallel)
+    spec = layer_spec(causal=True, backend=backend)
+    if sequence_parallel and not uses_te(backend):
+        spec = sequence_parallel_block_spec(spec, dims.layers // pp)  # model/sequence_parallel.py
+    # with SP the merged embeddings are scattered by MimoModel, not by the embedding layer
     return ModuleSpec(module=LanguageModel, params=dict(
-        config=config, transformer_layer_spec=layer_spec(causal=True, backend=backend),
+        config=config, transformer_layer_spec=spec,
         vocab_size=dims.vocab_size, max_sequence_length=dims.seq_length, pre_process=is_first_stage,
         post_process=is_last_stage, share_embeddings_and_output_weights=True,
-        position_embedding_type="rope", pg_collection=pgs))
+        position_embedding_type="rope", pg_collection=pgs, scatter_embedding_sequence_parallel=False))
 
 
 def modality_spec(name: str, enc: EncoderDims, language_hidden: int, tp: int, pp: int, pgs,
@@ -69,12 +76,14 @@ def modality_spec(name: str, enc: EncoderDims, language_hidden: int, tp: int, pp
 def build_mimo_model(preset: str, seed: int, parallel: Mapping[str, Tuple[int, int]], pgs: Mapping[str, object],
                      grid_map: Optional[Mapping[str, object]] = None, rank: Optional[int] = None,
                      frozen: Iterable[str] = (), backend: str = "auto",
-                     recompute: Optional[Mapping[str, str]] = None) -> MimoModel:
+                     recompute: Optional[Mapping[str, str]] = None, cp: int = 1,
+                     sequence_parallel: bool = False) -> MimoModel:
     """The MimoModel `rank` holds.
 
     parallel: {module: (tp, pp)}; pgs: {module: ProcessGroupCollection or None where not held};
     grid_map: {module: grid} for the role (None: everything colocated on this rank);
-    recompute: {module: none|full|selective} (model/recompute.py), default none.
+    recompute: {module: none|full|selective} (model/recompute.py), default none;
+    cp, sequence_parallel: the language model's context and sequence parallelism.
     """
     recompute = recompute or {}
     if preset not in PRESETS:
@@ -85,7 +94,8 @@ def build_mimo_model(preset: str, seed: int, parallel: Mapping[str, Tuple[int, i
     stage = role.modules.get(LANG)
     tp, pp = parallel.get(LANG, (1, 1))
     lm_spec = language_model_spec(dims.language, tp, pp, pgs.get(LANG), stage is None or stage.is_first_stage,
-                                  stage is None or stage.is_last_stage, backend, recompute.get(LANG, "none"))
+                                  stage is None or stage.is_last_stage, backend, recompute.get(LANG, "none"),
+                                  cp, sequence_parallel)
     specs = {}
     for name, enc in dims.encoders.items():
         e_tp, e_pp = parallel.get(name, (1, 1))
@@ -110,7 +120,9 @@ def build_model(plan, groups: Mapping[str, object], rank: int, seed: int, backen
     grids = {n: g.grid for n, g in groups.items()}
     frozen = [n for n, m in plan.modules.items() if m.frozen]
     recompute = {n: m.recompute for n, m in plan.topology.modules.items()}
-    return build_mimo_model(plan.topology.model, seed, parallel, pgs, grids, rank, frozen, backend, recompute)
+    lang = plan.language
+    return build_mimo_model(plan.topology.model, seed, parallel, pgs, grids, rank, frozen, backend, recompute,
+                            lang.cp, lang.sequence_parallel)
 
 
 def freeze_encoder(model: MimoModel, name: str) -> None:

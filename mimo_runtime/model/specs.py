@@ -22,7 +22,8 @@ from mimo_runtime.model.recompute import recompute_fields, use_portable_checkpoi
 
 
 def transformer_config(hidden: int, heads: int, layers: int, ffn_hidden: int, tp: int = 1,
-                       pp: int = 1, recompute: str = "none") -> TransformerConfig:
+                       pp: int = 1, recompute: str = "none", cp: int = 1,
+                       sequence_parallel: bool = False) -> TransformerConfig:
     """fp32, dropout 0, no fused kernels, parameters created on CPU; `recompute` per model.recompute.
 
     `perform_initialization` stays on although `mimo_runtime.model.init` overwrites every value:
@@ -33,6 +34,7 @@ def transformer_config(hidden: int, heads: int, layers: int, ffn_hidden: int, tp
     return TransformerConfig(
         num_layers=layers, hidden_size=hidden, num_attention_heads=heads, ffn_hidden_size=ffn_hidden,
         tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, pipeline_dtype=torch.float32,
+        context_parallel_size=cp, sequence_parallel=sequence_parallel,
         params_dtype=torch.float32, use_cpu_initialization=True, perform_initialization=True,
         hidden_dropout=0.0, attention_dropout=0.0, activation_func=F.gelu, gated_linear_unit=False,
         bias_activation_fusion=False, bias_dropout_fusion=False, masked_softmax_fusion=False,
@@ -48,15 +50,19 @@ def te_available() -> bool:
     return torch.cuda.is_available()
 
 
+def uses_te(backend: str) -> bool:
+    """backend: "auto" (TE when `te_available()`, else portable), "portable" or "te"."""
+    if backend not in ("auto", "portable", "te"):
+        raise ValueError(f"backend must be auto, portable or te, got '{backend}'")
+    return backend == "te" or (backend == "auto" and te_available())
+
+
 def layer_spec(causal: bool, backend: str = "auto") -> ModuleSpec:
     """A transformer layer spec; `causal` for the language model, bidirectional for encoders.
 
     backend: "auto" (TE when `te_available()`, else portable), "portable" or "te".
     """
-    if backend not in ("auto", "portable", "te"):
-        raise ValueError(f"backend must be auto, portable or te, got '{backend}'")
-    use_te = backend == "te" or (backend == "auto" and te_available())
-    if use_te:
+    if uses_te(backend):
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
 
         spec = copy.deepcopy(get_gpt_layer_with_transformer_engine_spec())
