@@ -1,21 +1,28 @@
-"""Bridge: encoder last stage <-> language stage 0 across different TP/DP layouts.
+"""Bridge: encoder last stage <-> language stage 0 across different TP/CP/DP layouts.
 
 Forward: each encoder rank slices its output rows by destination (routes.py) and posts them;
 each language rank receives its samples' rows from every source in sample order and checks
 the row count against its own input_ids (the shape handshake). Backward: the reverse.
 Rows are `(num_rows, hidden)`, sample by sample, as `align_embeddings_by_token_positions` expects.
-When both modules share ranks (colocated placement with different layouts), a route from a rank to
-itself is a local hand-over instead of a message.
+
+When the language model cuts its sequences over several slots (context parallelism, or sequence
+parallelism: plan/sequence.py), the encoder side describes each sample by the slot of each of its
+rows instead of a row count, and a language rank gets (and sends gradients for) only its slot's
+rows. When both modules share ranks (colocated placement with different layouts), a route from a
+rank to itself is a local hand-over instead of a message.
 """
 
 from itertools import accumulate
-from typing import List, Sequence
+from typing import List, Sequence, Union
 
 import torch
 
 from mimo_runtime.comm.p2p import CommStats, Outbox, recv_tensors, send_tensors
 from mimo_runtime.comm.routes import Route, backward_routes, forward_routes, owned
 from mimo_runtime.plan import ModulePlan
+
+# per sample: a row count (every row in slot 0), or the slot of each of its rows
+RowSpec = Sequence[Union[int, Sequence[int]]]
 
 
 class Bridge:
@@ -26,54 +33,88 @@ class Bridge:
         self.outbox, self.stats, self.timeout_s = outbox, stats, timeout_s
         self.fwd = forward_routes(enc, lang, global_mb)
         self.bwd = backward_routes(enc, lang, global_mb)
+        self.slots = lang.cp * lang.sequence_shards
         self._local = {}  # (direction, lo) -> rows this rank sent to itself
 
     def _first_sample(self, m: ModulePlan) -> int:
         return owned(m, m.coords(self.rank).dp, self.global_mb).start
 
-    def _send(self, routes: List[Route], m: ModulePlan, rows: torch.Tensor, rows_per_sample: Sequence[int]) -> None:
-        mine = [r for r in routes if r.src == self.rank]
+    def _slot_lists(self, rows_per_sample: RowSpec) -> List[List[int]]:
+        out = []
+        for x in rows_per_sample:
+            if isinstance(x, int):
+                if self.slots > 1 and x:
+                    raise ValueError(f"{self.enc.name}: the language model cuts each sequence into {self.slots} "
+                                     "slots (context/sequence parallelism): give each row's slot, not a count")
+                out.append([0] * x)
+            else:
+                out.append(list(x))
+        return out
+
+    def _encoder_index(self, slots: List[List[int]], lo: int, hi: int, slot: int) -> torch.Tensor:
+        """Indices, into this encoder rank's rows, of samples lo..hi-1's rows in `slot`, in order."""
+        first = self._first_sample(self.enc)
+        offsets = [0] + list(accumulate(len(s) for s in slots))
+        idx = [offsets[i - first] + j for i in range(lo, hi) for j, s in enumerate(slots[i - first]) if s == slot]
+        return torch.tensor(idx, dtype=torch.long)
+
+    def _post(self, block: torch.Tensor, r: Route, routes) -> None:
+        if r.dst == self.rank:
+            self._local[(id(routes), r.lo)] = block.detach()
+        else:
+            send_tensors({"rows": block}, r.dst, self.outbox, self.stats)
+
+    def _take(self, r: Route, routes, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        if r.src == self.rank:
+            return self._local.pop((id(routes), r.lo))
+        return recv_tensors(["rows"], r.src, dtype, device, self.stats, self.timeout_s)["rows"]
+
+    def _check(self, block: torch.Tensor, r: Route, want: int, what: str) -> None:
+        if block.shape[0] != want:
+            raise ValueError(f"{self.enc.name}: {what} from rank {r.src} for samples {r.lo}-{r.hi - 1} "
+                             f"has {block.shape[0]} rows, expected {want} (special tokens in input_ids)")
+
+    # encoder side
+    def send_forward(self, rows: torch.Tensor, rows_per_sample: RowSpec) -> None:
+        mine = [r for r in self.fwd if r.src == self.rank]
         if not mine:
             return
-        first = self._first_sample(m)
-        offsets = [0] + list(accumulate(rows_per_sample))
-        if offsets[-1] != rows.shape[0]:
-            raise ValueError(f"{self.enc.name}: {rows.shape[0]} rows but the samples need {offsets[-1]}")
+        slots = self._slot_lists(rows_per_sample)
+        if sum(len(s) for s in slots) != rows.shape[0]:
+            raise ValueError(f"{self.enc.name}: {rows.shape[0]} rows but the samples need {sum(len(s) for s in slots)}")
         for r in mine:
-            block = rows[offsets[r.lo - first]:offsets[r.hi - first]]
-            if r.dst == self.rank:
-                self._local[(id(routes), r.lo)] = block.detach()
-            else:
-                send_tensors({"rows": block}, r.dst, self.outbox, self.stats)
+            idx = self._encoder_index(slots, r.lo, r.hi, self.lang.slot(r.dst)).to(rows.device)
+            self._post(rows.index_select(0, idx), r, self.fwd)
 
-    def _recv(self, routes: List[Route], m: ModulePlan, rows_per_sample: Sequence[int], hidden: int,
-              dtype: torch.dtype, device: torch.device, what: str) -> torch.Tensor:
-        first = self._first_sample(m)
+    def recv_backward(self, rows_per_sample: RowSpec, hidden: int, dtype: torch.dtype,
+                      device: torch.device) -> torch.Tensor:
+        slots = self._slot_lists(rows_per_sample)
+        out = torch.zeros((sum(len(s) for s in slots), hidden), dtype=dtype, device=device)
+        for r in (r for r in self.bwd if r.dst == self.rank):
+            idx = self._encoder_index(slots, r.lo, r.hi, self.lang.slot(r.src)).to(device)
+            block = self._take(r, self.bwd, dtype, device)
+            self._check(block, r, idx.numel(), "gradient")
+            out.index_copy_(0, idx, block.reshape(-1, hidden))
+        return out
+
+    # language side: this rank's slot only, so plain row counts per sample
+    def recv_forward(self, rows_per_sample: Sequence[int], hidden: int, dtype: torch.dtype,
+                     device: torch.device) -> torch.Tensor:
+        first = self._first_sample(self.lang)
         blocks = []
-        for r in (r for r in routes if r.dst == self.rank):
-            if r.src == self.rank:
-                block = self._local.pop((id(routes), r.lo))
-            else:
-                block = recv_tensors(["rows"], r.src, dtype, device, self.stats, self.timeout_s)["rows"]
-            want = sum(rows_per_sample[r.lo - first:r.hi - first])
-            if block.shape[0] != want:
-                raise ValueError(f"{self.enc.name}: {what} from rank {r.src} for samples {r.lo}-{r.hi - 1} "
-                                 f"has {block.shape[0]} rows, expected {want} (special tokens in input_ids)")
+        for r in (r for r in self.fwd if r.dst == self.rank):
+            block = self._take(r, self.fwd, dtype, device)
+            self._check(block, r, sum(rows_per_sample[r.lo - first:r.hi - first]), "embeddings")
             blocks.append(block.reshape(-1, hidden))
         return torch.cat(blocks) if blocks else torch.empty((0, hidden), dtype=dtype, device=device)
 
-    # encoder side
-    def send_forward(self, rows: torch.Tensor, rows_per_sample: Sequence[int]) -> None:
-        self._send(self.fwd, self.enc, rows, rows_per_sample)
-
-    def recv_backward(self, rows_per_sample: Sequence[int], hidden: int, dtype: torch.dtype,
-                      device: torch.device) -> torch.Tensor:
-        return self._recv(self.bwd, self.enc, rows_per_sample, hidden, dtype, device, "gradient")
-
-    # language side
-    def recv_forward(self, rows_per_sample: Sequence[int], hidden: int, dtype: torch.dtype,
-                     device: torch.device) -> torch.Tensor:
-        return self._recv(self.fwd, self.lang, rows_per_sample, hidden, dtype, device, "embeddings")
-
     def send_backward(self, grad: torch.Tensor, rows_per_sample: Sequence[int]) -> None:
-        self._send(self.bwd, self.lang, grad, rows_per_sample)
+        mine = [r for r in self.bwd if r.src == self.rank]
+        if not mine:
+            return
+        first = self._first_sample(self.lang)
+        offsets = [0] + list(accumulate(rows_per_sample))
+        if offsets[-1] != grad.shape[0]:
+            raise ValueError(f"{self.enc.name}: {grad.shape[0]} gradient rows but the samples need {offsets[-1]}")
+        for r in mine:
+            self._post(grad[offsets[r.lo - first]:offsets[r.hi - first]], r, self.bwd)

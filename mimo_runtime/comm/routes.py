@@ -2,11 +2,14 @@
 
 A global microbatch holds G samples; replica d of a module with data-parallel size D owns samples
 [d*G/D, (d+1)*G/D). Encoder outputs (rows, H) are replicated over the encoder's TP ranks after the
-projection, and every TP (and CP) rank of the language stage needs the rows of its own samples, so:
-- forward: each receiving rank gets each of its samples' rows exactly once, from one sender
-  (senders are spread over the encoder's TP ranks);
-- backward: the language model's input gradient is complete on every language TP rank, and each
-  encoder rank needs the gradient of its own rows, so each encoder rank receives exactly once.
+projection. A language replica's sequence is cut into slots (plan/sequence.py): one per CP rank,
+and with sequence parallelism one per (CP, TP) rank; a language rank needs the rows of its own
+samples *at its slot's positions* (the bridge picks those rows, routes name the samples). So:
+- forward: each receiving rank gets each of its samples' rows of its slot exactly once, from one
+  sender (senders are spread over the encoder's TP ranks);
+- backward: each slot's input gradient is complete on every language rank holding that slot (all
+  TP ranks without SP), and each encoder rank needs the gradient of its own rows, so it receives
+  each sample's rows once per slot, from one rank holding the slot.
 """
 
 from dataclasses import dataclass
@@ -49,11 +52,13 @@ def forward_routes(enc: ModulePlan, lang: ModulePlan, global_mb: int) -> List[Ro
 
 
 def backward_routes(enc: ModulePlan, lang: ModulePlan, global_mb: int) -> List[Route]:
-    """Language stage 0 -> encoder last stage (gradients of the rows), in (dst, sample) order."""
+    """Language stage 0 -> encoder last stage (gradients of the rows), in (dst, sample, slot) order."""
     routes = []
     for dst in enc.stage_ranks(enc.pp - 1):
         c = enc.coords(dst)
-        sender_tp = c.tp % lang.tp
         for r, lo, hi in _overlaps(lang, enc, c.dp, global_mb):
-            routes.append(Route(lang.rank(tp=sender_tp, dp=r, pp=0), dst, lo, hi))
+            for slot in range(lang.cp * lang.sequence_shards):
+                cp, sp = divmod(slot, lang.sequence_shards)
+                tp = sp if lang.sequence_parallel else c.tp % lang.tp
+                routes.append(Route(lang.rank(tp=tp, cp=cp, dp=r, pp=0), dst, lo, hi))
     return routes

@@ -10,10 +10,14 @@ H = 3
 GLOBAL_MB = 4
 # per-sample row counts of one microbatch: variable, and a microbatch with no images at all
 ROW_CASES = [[2, 0, 4, 1], [0, 0, 0, 0]]
-SHAPES = {  # name: (encoder tp, dp) -> (language tp, dp) on 4 ranks
+SHAPES = {  # name: (encoder tp, dp) -> (language tp, dp[, cp, sequence_parallel]) on 4 ranks
     "fan_in_dp2_to_tp2": ((1, 2), (2, 1)),
     "fan_out_tp2_to_dp2": ((2, 1), (1, 2)),
     "dp2_to_dp2": ((1, 2), (1, 2)),
+    # each language rank holds a slot of the sequence: it gets only the rows of its positions
+    "fan_in_dp2_to_cp2": ((1, 2), (1, 1, 2, False)),
+    "tp2_to_cp2": ((2, 1), (1, 1, 2, False)),
+    "fan_in_dp2_to_tp2_sequence_parallel": ((1, 2), (2, 1, 1, True)),
 }
 
 
@@ -22,23 +26,37 @@ def _rows(sample: int, n: int) -> torch.Tensor:
 
 
 def _modules(shape):
-    (e_tp, e_dp), (l_tp, l_dp) = shape
+    (e_tp, e_dp), lang_shape = shape
+    l_tp, l_dp, l_cp, sp = lang_shape if len(lang_shape) == 4 else (*lang_shape, 1, False)
     enc = ModulePlan("images", "encoder", 0, e_tp * e_dp, e_tp, 1, e_dp, 1)
-    lang = ModulePlan("language", "language", enc.size, l_tp * l_dp, l_tp, 1, l_dp, 1)
+    lang = ModulePlan("language", "language", enc.size, l_tp * l_dp * l_cp, l_tp, l_cp, l_dp, 1,
+                      sequence_parallel=sp)
     return enc, lang
+
+
+def _slots(sample: int, n: int, slots: int):
+    """The slot of each row of a sample: spread so that every slot gets some, unevenly."""
+    return [(sample + j * j) % slots for j in range(n)]
 
 
 def _scenario(rank: int, shape, rows_per_sample):
     enc, lang = _modules(shape)
+    slots = lang.cp * lang.sequence_shards
     stats, outbox = CommStats(), Outbox(timeout_s=20)
     bridge = Bridge(enc, lang, GLOBAL_MB, rank, outbox, stats, timeout_s=20)
     m = enc if enc.holds(rank) else lang
     mine = list(owned(m, m.coords(rank).dp, GLOBAL_MB))
-    counts = [rows_per_sample[s] for s in mine]
+    spec = [_slots(s, rows_per_sample[s], slots) if slots > 1 else rows_per_sample[s] for s in mine]
     expected = torch.cat([_rows(s, rows_per_sample[s]) for s in mine])
+    counts = [rows_per_sample[s] for s in mine]
+    if m is lang:  # this rank's slot only
+        keep = [torch.tensor(_slots(s, rows_per_sample[s], slots), dtype=torch.long) == lang.slot(rank)
+                for s in mine]
+        expected = torch.cat([_rows(s, rows_per_sample[s])[k] for s, k in zip(mine, keep)])
+        counts = [int(k.sum()) for k in keep]
     if m is enc:
-        bridge.send_forward(expected, counts)
-        grad = bridge.recv_backward(counts, H, torch.float32, torch.device("cpu"))
+        bridge.send_forward(expected, spec)
+        grad = bridge.recv_backward(spec, H, torch.float32, torch.device("cpu"))
         assert torch.equal(grad, -expected), (rank, grad, expected)
     else:
         got = bridge.recv_forward(counts, H, torch.float32, torch.device("cpu"))
