@@ -19,12 +19,19 @@ SCHEDULE_KINDS = ("1f1b", "gpipe", "forward")
 
 
 def build_schedule(plan: Plan, num_microbatches: int, kind: str = "1f1b",
-                   frozen_all: Iterable[str] = ()) -> Schedule:
+                   frozen_all: Iterable[str] = (), slack: int = 0, frozen_ahead: bool = False) -> Schedule:
     """Action lists for every stage node of `plan`.
 
     `plan.modules[e].frozen` freezes encoder e's layers but keeps its projection (on its last stage)
     trainable; `frozen_all` names encoders that get no backward and no gradients at all.
+    `slack` adds that many warm-up forwards to every node but the last language stage: each
+    gradient then has `slack` microbatches of compute to arrive in, hiding transfer latency, for
+    `slack` more activations kept in flight. `frozen_ahead` lets a frozen encoder's last stage run all
+    its forwards before its first projection backward: it stashes only the projection's inputs, so
+    its forwards run ahead of the language pipeline instead of waiting for its gradients.
     """
+    if slack < 0:
+        raise ValueError(f"slack must be >= 0, got {slack}")
     if kind not in SCHEDULE_KINDS:
         raise ValueError(f"unknown schedule kind {kind!r}; expected one of {', '.join(SCHEDULE_KINDS)}")
     if num_microbatches < 1:
@@ -41,7 +48,10 @@ def build_schedule(plan: Plan, num_microbatches: int, kind: str = "1f1b",
         actions = {graph.nodes[0]: _colocated(kind, m)}
     else:
         depth = depth_to_sink(graph)
-        actions = {node: _node_actions(graph, trains, node, kind, m, depth[node]) for node in graph.nodes}
+        ahead = {node for node in graph.nodes if frozen_ahead and _frozen_projection(plan, node, frozen_all)}
+        actions = {node: _node_actions(graph, trains, node, kind, m,
+                                       m if node in ahead else depth[node] + (slack if depth[node] else 0))
+                   for node in graph.nodes}
     return Schedule(kind, m, graph, actions, trains)
 
 
@@ -59,6 +69,14 @@ def _trains(plan: Plan, graph: StageGraph, frozen_all: frozenset) -> Dict[Node, 
     return {node: trains(node) for node in graph.nodes}
 
 
+def _frozen_projection(plan: Plan, node: Node, frozen_all: frozenset) -> bool:
+    """The last stage of a frozen encoder whose projection still trains."""
+    name, stage = node
+    mod = plan.modules.get(name)
+    return (mod is not None and mod.kind == "encoder" and mod.frozen and name not in frozen_all
+            and stage == mod.pp - 1)
+
+
 def _colocated(kind: str, m: int) -> List[Action]:
     node = (COLOCATED, 0)
     fwd = [Action(F, COLOCATED, 0, mb) for mb in range(m)]
@@ -73,7 +91,7 @@ def _colocated(kind: str, m: int) -> List[Action]:
 
 
 def _node_actions(graph: StageGraph, trains: Dict[Node, bool], node: Node, kind: str, m: int,
-                  depth: int) -> List[Action]:
+                  warmup: int) -> List[Action]:
     name, stage = node
     up, down = graph.upstream[node], graph.downstream[node]
     grad_to = [u for u in up if trains[u]]
@@ -98,7 +116,7 @@ def _node_actions(graph: StageGraph, trains: Dict[Node, bool], node: Node, kind:
         for mb in range(m):
             forward(mb)
     else:
-        warmup = m if kind == "gpipe" else min(depth, m)
+        warmup = m if kind == "gpipe" else min(warmup, m)
         for mb in range(warmup):
             forward(mb)
         for mb in range(m - warmup):

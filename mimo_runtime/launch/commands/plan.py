@@ -1,19 +1,26 @@
-"""`mimo-run plan TOPOLOGY [--json] [--world-size N]`."""
+"""`mimo-run plan TOPOLOGY [--json] [--world-size N]`, or `--auto` (plan_auto.py)."""
 
 import json
 
+from mimo_runtime.errors import ArgumentError
 from mimo_runtime.launch.cli import positive_int
+from mimo_runtime.launch.commands import plan_auto
 from mimo_runtime.plan import make_plan
 from mimo_runtime.topology import load_topology
 
 
 def add_arguments(p) -> None:
-    p.add_argument("topology", help="topology YAML file")
+    p.add_argument("topology", nargs="?", help="topology YAML file (omit with --auto)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON (see docs/topology.md)")
     p.add_argument("--world-size", type=positive_int("--world-size"), help="check against this many ranks")
+    plan_auto.add_arguments(p)
 
 
 def run(args) -> int:
+    if args.auto:
+        return plan_auto.run(args)
+    if args.topology is None:
+        raise ArgumentError("topology", "a topology file is required (or --auto --world-size N --model PRESET)")
     plan = make_plan(load_topology(args.topology), args.world_size)
     if args.json:
         print(json.dumps(plan.to_json(), indent=1))
