@@ -12,6 +12,7 @@ import functools
 from typing import Any
 
 import torch
+from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
 
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
 
@@ -29,6 +30,9 @@ def apply_precision(model, plan: Plan, rank: int) -> None:
             root = module_root(model, name)
             device_type = next(root.parameters()).device.type
             root.forward = autocast_forward(root.forward, device_type, dtype)
+            for layer in root.modules():
+                if isinstance(layer, (ColumnParallelLinear, RowParallelLinear)):
+                    layer._forward_impl = autocast_safe_linear(layer._forward_impl, device_type)
 
 
 def autocast_forward(forward, device_type: str, dtype: torch.dtype):
@@ -37,6 +41,25 @@ def autocast_forward(forward, device_type: str, dtype: torch.dtype):
         with torch.autocast(device_type, dtype=dtype):
             out = forward(*args, **kwargs)
         return to_fp32(out)
+
+    return run
+
+
+def autocast_safe_linear(forward_impl, device_type: str):
+    """megatron's linear autograd functions declare autocast for CUDA only: under CPU autocast their
+    forward runs in bf16 but their backward multiplies a bf16 grad with the saved fp32 weight. Cast
+    input, weight and bias to the autocast dtype before entering, so everything they save matches;
+    the casts' backward returns fp32 gradients to the fp32 parameters. Wraps the instance's own
+    `_forward_impl` (subclasses such as the sequence-parallel linears keep their part)."""
+
+    @functools.wraps(forward_impl)
+    def run(input, weight, bias=None, **kwargs):
+        if not torch.is_autocast_enabled(device_type):
+            return forward_impl(input=input, weight=weight, bias=bias, **kwargs)
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return forward_impl(input=input.to(dtype), weight=weight.to(dtype),
+                                bias=None if bias is None else bias.to(dtype), **kwargs)
 
     return run
 
