@@ -1,7 +1,8 @@
 """Data placement: each rank loads only what its stage uses (DESIGN "Data placement").
 
 Encoder first stages load their modality's items for their samples; encoder last stages only the
-per-sample item counts (to split rows for the bridge); language stages only token tensors.
+per-sample item counts (to split rows for the bridge; their token ids too when the language
+model cuts sequences over context/sequence-parallel slots); language stages only token tensors.
 """
 
 from typing import Dict, List
@@ -11,6 +12,7 @@ import torch
 from mimo_runtime.plan import ModulePlan, Plan
 from mimo_runtime.topology import PRESETS
 from mimo_runtime.train.sampler import Sampler
+from mimo_runtime.train.sequence_cut import cut_tokens, replica_layout
 
 
 class Feeder:
@@ -19,6 +21,7 @@ class Feeder:
         self.collate_tokens, self.collate_modality = collate_tokens, collate_modality
         preset = PRESETS[plan.topology.model]
         self.tokens_per_item = {n: d.tokens_per_item for n, d in preset.encoders.items()}
+        self.packed = plan.topology.train.packing
         self._step_tokens: Dict[int, int] = {}
         self._token_batches: Dict[tuple, Dict[str, torch.Tensor]] = {}  # this step's batches, by replica
 
@@ -35,14 +38,40 @@ class Feeder:
         return [self.dataset.num_items(i, name) * self.tokens_per_item[name] for i in ids]
 
     def tokens(self, step: int, mb: int, module: ModulePlan, rank: int) -> Dict[str, torch.Tensor]:
-        """A language replica's token batch; the bridge, forward and backward of one microbatch share it."""
-        key = (step, mb, module.name, module.coords(rank).dp)
+        """The token batch this language rank reads: its replica's, cut to its context-parallel part
+        (and packed with train.packing; train/sequence_cut.py). The bridge, forward and backward of
+        one microbatch share it."""
+        c = module.coords(rank)
+        key = (step, mb, module.name, c.dp, c.cp)
         if key not in self._token_batches:
             if any(k[0] != step for k in self._token_batches):
                 self._token_batches.clear()
-            ids = self.samples(step, mb, module, rank)
-            self._token_batches[key] = self.collate_tokens([self.dataset.tokens(i) for i in ids])
+            batch = self._replica_batch(step, mb, module, c.dp)
+            self._token_batches[key] = cut_tokens(batch, replica_layout(batch, module, self.packed), c.cp)
         return self._token_batches[key]
+
+    def _replica_batch(self, step: int, mb: int, module: ModulePlan, dp: int) -> Dict[str, torch.Tensor]:
+        ids = self.sampler.replica(step, mb, module, dp)
+        return self.collate_tokens([self.dataset.tokens(i) for i in ids])
+
+    def row_slots(self, step: int, mb: int, name: str, rank: int, special_id: int) -> List[List[int]]:
+        """Encoder side of a bridge into a language model cut over several slots (context or sequence
+        parallelism): for each of this replica's samples, the slot of each of its rows (its special
+        tokens, in order), from the layout of the language replica the sample goes to."""
+        enc, lang = self.plan.modules[name], self.plan.language
+        per_enc = self.sampler.global_mb // enc.dp
+        per_lang = self.sampler.global_mb // lang.dp
+        first = enc.coords(rank).dp * per_enc
+        out, replicas = [], {}
+        for g in range(first, first + per_enc):
+            d, i = divmod(g, per_lang)
+            if d not in replicas:
+                batch = self._replica_batch(step, mb, lang, d)
+                replicas[d] = batch, replica_layout(batch, lang, self.packed)
+            batch, layout = replicas[d]
+            positions = (batch["input_ids"][i] == special_id).nonzero().flatten().tolist()
+            out.append([layout.slot(i, p) for p in positions])
+        return out
 
     def all_modality_inputs(self, step: int, mb: int, rank: int) -> Dict:
         """Colocated: every module on this rank, so every modality of this replica's samples."""

@@ -44,14 +44,36 @@ class MimoCompute:
     def _tokens(self, module: str, step: int, mb: int) -> Dict[str, torch.Tensor]:
         return self.feeder.tokens(step, mb, self.plan.modules[LANG if module == COLOCATED else module], self.rank)
 
-    def encoder_rows(self, enc: str, step: int, mb: int) -> List[int]:
-        """Rows per sample of this encoder replica's output (sender side of the bridge)."""
+    def encoder_rows(self, enc: str, step: int, mb: int) -> List:
+        """Rows per sample of this encoder replica's output (sender side of the bridge); the slot of
+        each row when the language model cuts its sequences over several (context/sequence parallel)."""
+        lang = self.plan.language
+        if lang.cp * lang.sequence_shards > 1:
+            return self.feeder.row_slots(step, mb, enc, self.rank, self.model.special_token_ids[enc])
         return self.feeder.rows_per_sample(step, mb, enc, self.rank)
 
     def language_rows(self, enc: str, step: int, mb: int) -> List[int]:
-        """Rows per sample the language stage expects: its special tokens (receiver side, the handshake)."""
-        special = self.model.special_token_ids[enc]
-        return (self._tokens(LANG, step, mb)["input_ids"] == special).sum(dim=1).tolist()
+        """Rows per sample the language stage expects: its special tokens (receiver side, the handshake),
+        within this rank's part of the sequence (its cp chunks, and its TP slice with SP)."""
+        tokens, lang = self._tokens(LANG, step, mb), self.plan.language
+        mask = tokens["input_ids"] == self.model.special_token_ids[enc]
+        sample = tokens.get("sample")  # packed: each token's sample
+        if lang.sequence_parallel:  # the model keeps TP slice t of the cp-local sequence
+            n, t = mask.size(1) // lang.tp, lang.coords(self.rank).tp
+            mask = mask[:, t * n:(t + 1) * n]
+            sample = None if sample is None else sample[:, t * n:(t + 1) * n]
+        if sample is None:
+            return mask.sum(dim=1).tolist()
+        return torch.bincount(sample[mask], minlength=len(self.feeder.samples(step, mb, lang, self.rank))).tolist()
+
+    def _packing_kwargs(self, tokens: Dict[str, torch.Tensor]):
+        """Packed (THD) batches: the cu_seqlens MimoModel turns into PackedSeqParams. Every language
+        stage derives them from the same data, so each PP stage gets them for each microbatch."""
+        if "cu_seqlens" not in tokens:
+            return None
+        cu, padded = tokens["cu_seqlens"], tokens["cu_seqlens_padded"]
+        return {"cu_seqlens_q": cu, "cu_seqlens_kv": cu, "cu_seqlens_q_padded": padded,
+                "cu_seqlens_kv_padded": padded}
 
     # ---- forward ----
     def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st) -> torch.Tensor:
@@ -76,7 +98,8 @@ class MimoCompute:
         tokens = self._tokens(LANG, step, mb)
         self.model.set_input_tensor(inputs)
         out, _ = self.model(input_ids=tokens["input_ids"], position_ids=tokens["position_ids"],
-                            attention_mask=None, loss_mask=tokens["loss_mask"], labels=None)
+                            attention_mask=None, loss_mask=tokens["loss_mask"], labels=None,
+                            packing_kwargs=self._packing_kwargs(tokens))
         if m.coords(self.rank).pp < m.pp - 1:
             return out[LANG]
         return self._loss(out, tokens, step, st)
@@ -93,7 +116,8 @@ class MimoCompute:
         self.model.set_input_tensor(None)
         logits, _ = self.model(input_ids=tokens["input_ids"], position_ids=tokens["position_ids"],
                                attention_mask=None, loss_mask=tokens["loss_mask"], labels=None,
-                               modality_inputs=self.feeder.all_modality_inputs(step, mb, self.rank))
+                               modality_inputs=self.feeder.all_modality_inputs(step, mb, self.rank),
+                               packing_kwargs=self._packing_kwargs(tokens))
         return self._loss(logits, tokens, step, st)
 
     def _loss(self, logits, tokens, step: int, st) -> torch.Tensor:
@@ -108,9 +132,14 @@ class MimoCompute:
 
     # ---- gradients ----
     def reduce_grads(self, module: str) -> None:
-        """SUM over each module's dp_cp group; tied embeddings also over the embedding group."""
+        """SUM over each module's dp_cp group; tied embeddings also over the embedding group;
+        sequence-parallel parameters of the language model also over its TP group."""
         for name in (list(self.plan.modules) if module == COLOCATED else [module]):
             pgs = self.groups[name].pgs
+            if name == LANG and self.plan.modules[LANG].sequence_parallel:
+                # norms and row-linear biases saw only this TP rank's slice of the sequence
+                all_reduce_grads([p for p in module_parameters(self.model, name)
+                                  if getattr(p, "sequence_parallel", False)], pgs.tp)
             all_reduce_grads(module_parameters(self.model, name), pgs.dp_cp)
             if name == LANG and self.plan.modules[LANG].pp > 1:
                 shared = self.model.language_model.shared_embedding_or_output_weight()
