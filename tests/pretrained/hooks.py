@@ -1,0 +1,17 @@
+"""Name-mapping hooks the pretrained tests name in `map:` (importable as tests.pretrained.hooks)."""
+
+RENAMES = {"vit.": "encoders.digits_vit.", "proj.": "input_projections.0.encoder."}
+
+
+def from_vit_names(name: str):
+    """A standalone ViT's names -> this runtime's, dropping its classifier head."""
+    if name.startswith("head."):
+        return None
+    for old, new in RENAMES.items():
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
+def collide(name: str):
+    return "encoders.digits_vit.pos_embed"
