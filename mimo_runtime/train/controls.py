@@ -11,6 +11,7 @@ from mimo_runtime.plan import Plan
 from mimo_runtime.train.freeze import apply_freeze, check_freeze_patterns, entirely_frozen, parameter_census
 from mimo_runtime.train.precision import apply_precision
 from mimo_runtime.train.pretrained import load_pretrained
+from mimo_runtime.train.pretrained_checkpoint import load_pretrained_checkpoints
 
 
 def prepare_modules(model, plan: Plan, rank: int) -> List[str]:
@@ -19,5 +20,6 @@ def prepare_modules(model, plan: Plan, rank: int) -> List[str]:
     census = parameter_census(model, plan, rank)
     check_freeze_patterns(plan, census)
     load_pretrained(model, plan, rank, census)
+    load_pretrained_checkpoints(model, plan, rank)
     apply_precision(model, plan, rank)
     return entirely_frozen(plan, census)

@@ -8,7 +8,7 @@ TP shard of its own layers, so a file loads into any topology (resharding by con
 whole-model file can feed one module only (partial loading): keys of other modules are ignored.
 `map: "pkg.mod:fn"` renames stored keys first (fn(name) -> canonical name, or None to drop).
 
-Every check runs against the world-wide parameter census (freeze.parameter_census), so every rank
+format checkpoint: pretrained_checkpoint.py. Every check runs against the world-wide parameter census (freeze.parameter_census), so every rank
 raises the same complete error: missing keys, shape mismatches and (strict) unexpected keys.
 """
 
@@ -32,33 +32,27 @@ SHOWN = 8  # names listed per problem in the one-line error
 def load_pretrained(model, plan: Plan, rank: int, census: Census) -> None:
     for name in plan.modules_on(rank):
         spec = plan.topology.modules[name].pretrained
-        if spec is not None:
+        if spec is not None and spec.format == "torch":
             where = f"modules.{name}.pretrained"
             stored = _rename(read_state_dict(spec, plan.topology.source, where), spec, plan.topology.source, where)
             _load_module(model, name, stored, spec, census[name], plan.topology.source, where)
 
 
 def read_state_dict(spec: Pretrained, src: str, where: str) -> Dict[str, torch.Tensor]:
-    if spec.format == "checkpoint":
-        return _read_checkpoint(spec, src, where)
     if not os.path.isfile(spec.path):
         raise TopologyError(src, f"{where}.path", f"no such file: {spec.path}")
     try:
         stored = torch.load(spec.path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file; the user needs the one line
-        raise TopologyError(src, f"{where}.path", f"cannot read {spec.path} as a torch file: "
-                                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise TopologyError(src, f"{where}.path", f"cannot read {spec.path} as a torch state dict "
+                                                  f"({type(e).__name__}); save one with torch.save({{name: tensor}})"
+                            ) from None
     if not isinstance(stored, dict) or not all(isinstance(v, torch.Tensor) for v in stored.values()):
         raise TopologyError(src, f"{where}.path", f"{spec.path} must hold a flat mapping of parameter name -> tensor")
     return stored
 
 
-def _read_checkpoint(spec: Pretrained, src: str, where: str) -> Dict[str, torch.Tensor]:
-    raise TopologyError(src, f"{where}.format", "format checkpoint needs mimo_runtime.train.checkpoint, "
-                                                "which this build does not have yet; use format torch")
-
-
-def _hook(spec: Pretrained, src: str, where: str) -> Callable[[str], Optional[str]]:
+def hook(spec: Pretrained, src: str, where: str) -> Callable[[str], Optional[str]]:
     module, _, fn = spec.map.partition(":")
     try:
         return getattr(importlib.import_module(module), fn)
@@ -69,7 +63,7 @@ def _hook(spec: Pretrained, src: str, where: str) -> Callable[[str], Optional[st
 def _rename(stored: Dict[str, torch.Tensor], spec: Pretrained, src: str, where: str) -> Dict[str, torch.Tensor]:
     if not spec.map:
         return stored
-    fn, out = _hook(spec, src, where), {}
+    fn, out = hook(spec, src, where), {}
     for key, tensor in stored.items():
         new = fn(key)
         if new is None:
@@ -94,10 +88,10 @@ def _load_module(model, name: str, stored: Dict[str, torch.Tensor], spec: Pretra
                   and (k.startswith(prefix) or not k.startswith(_ANY_MODULE))]
     shapes = [f"{relative_name(n, name)}: file {tuple(stored[k].shape)} vs model {census[n][1]}"
               for n, k in found.items() if tuple(stored[k].shape) != tuple(census[n][1])]
-    problems = [_listing(f"shape mismatch{'es' if len(shapes) > 1 else ''}", shapes)]
+    problems = [listing(f"shape mismatch{'es' if len(shapes) > 1 else ''}", shapes)]
     if spec.strict:
-        problems += [_listing("missing key" + ("s" if len(missing) > 1 else ""), missing),
-                     _listing("unexpected key" + ("s" if len(unexpected) > 1 else ""), unexpected)]
+        problems += [listing("missing key" + ("s" if len(missing) > 1 else ""), missing),
+                     listing("unexpected key" + ("s" if len(unexpected) > 1 else ""), unexpected)]
     if not found:
         problems.append(f"no key of {spec.path} names a parameter of '{name}' (expected e.g. "
                         f"'{next(iter(census), '')}' or '{next(iter(relative), '')}')")
@@ -119,7 +113,7 @@ def _canonical(key: str, prefix: str, relative: Dict[str, str]) -> Optional[str]
     return relative.get(key)
 
 
-def _listing(what: str, names: List[str]) -> str:
+def listing(what: str, names: List[str]) -> str:
     if not names:
         return ""
     more = f", ... and {len(names) - SHOWN} more" if len(names) > SHOWN else ""

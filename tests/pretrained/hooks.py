@@ -15,3 +15,8 @@ def from_vit_names(name: str):
 
 def collide(name: str):
     return "encoders.digits_vit.pos_embed"
+
+
+def drop_layers(name: str):
+    """Checkpoint keys without the encoder's stacked layers (a strict load then misses them)."""
+    return None if ".block.layers." in name else name

@@ -126,13 +126,14 @@ def test_missing_mismatched_and_unexpected_keys_are_listed_in_one_error(fresh, c
      "modules.images.pretrained.map: tests.pretrained.hooks:collide maps two stored keys to 'encoders.digits_vit.pos_embed'"),
     ({"a": torch.zeros(1)}, {"map": "tests.pretrained.nothere:fn"},
      "modules.images.pretrained.map: cannot import tests.pretrained.nothere:fn: No module named 'tests.pretrained.nothere'"),
-    ({"a": torch.zeros(1)}, {"format": "checkpoint"},
-     "modules.images.pretrained.format: format checkpoint needs mimo_runtime.train.checkpoint, which this build "
-     "does not have yet; use format torch"),
+    (b"not a torch file", {}, "modules.images.pretrained.path: cannot read {path} as a torch state dict (UnpicklingError); "
+     "save one with torch.save({{name: tensor}})"),
 ])
 def test_unusable_sources_give_one_line(fresh, census, tmp_path, stored, spec, tail):
     path = tmp_path / "w.pt"
-    if stored is not None:
+    if isinstance(stored, bytes):
+        path.write_bytes(stored)
+    elif stored is not None:
         torch.save(stored, path)
     plan = colocated_plan(topo({"path": str(path), **spec}), 1)
     with pytest.raises(TopologyError) as e:
