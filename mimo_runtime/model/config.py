@@ -16,6 +16,9 @@ class MimoModelConfig:
     module_to_grid_map: {module: grid} (HyperCommGrid or anything with rank_offset, shape,
         dim_names); keys must be the modality names + "language". None: every module on every rank.
     kv_format: "sbhd" (padded batches) or "thd" (packed sequences, with packing_kwargs).
+    tokens_per_item: {modality: rows one item (an image, a clip) adds to the language sequence}
+        (our extension): the runtime splits an encoder's output rows by sample with it, so encoder
+        ranks never read token ids; the data puts that many special tokens per item.
     """
 
     language_model_spec: Optional[ModuleSpec] = None
@@ -23,6 +26,7 @@ class MimoModelConfig:
     special_token_ids: Dict[str, int] = field(default_factory=dict)
     module_to_grid_map: Optional[Mapping[str, Any]] = None
     kv_format: str = "sbhd"
+    tokens_per_item: Dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.kv_format not in KV_FORMATS:
@@ -30,6 +34,9 @@ class MimoModelConfig:
         missing = sorted(set(self.modality_submodules_spec) - set(self.special_token_ids))
         if missing:
             raise ValueError(f"special_token_ids has no id for modality {missing}")
+        bad = {m: n for m, n in self.tokens_per_item.items() if not isinstance(n, int) or n <= 0}
+        if bad:
+            raise ValueError(f"tokens_per_item must be positive integers, got {bad}")
         ids = list(self.special_token_ids.values())
         if len(set(ids)) != len(ids):
             raise ValueError(f"special_token_ids must be distinct, got {self.special_token_ids}")

@@ -47,8 +47,10 @@ def module_shards(model) -> Dict[str, ModuleShard]:
         if name == MIMO_LANGUAGE_MODULE_KEY:
             config = model.language_model.config
         else:
-            config = next(iter(model.modality_submodules[name].encoders.values())).config
-        out[name] = ModuleShard(_rank(pgs.tp), _size(pgs.tp), _rank(pgs.pp), _size(pgs.pp), config.num_layers)
+            # a user-written encoder may be a plain torch module: one "layer", no pipeline split
+            config = getattr(next(iter(model.modality_submodules[name].encoders.values())), "config", None)
+        layers = getattr(config, "num_layers", 1)
+        out[name] = ModuleShard(_rank(pgs.tp), _size(pgs.tp), _rank(pgs.pp), _size(pgs.pp), layers)
     return out
 
 

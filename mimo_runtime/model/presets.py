@@ -85,6 +85,21 @@ def build_mimo_model(preset: str, seed: int, parallel: Mapping[str, Tuple[int, i
     recompute: {module: none|full|selective} (model/recompute.py), default none;
     cp, sequence_parallel: the language model's context and sequence parallelism.
     """
+    config = preset_config(preset, parallel, pgs, grid_map, rank, backend, recompute, cp, sequence_parallel)
+    model = MimoModel(config, rank=rank)
+    _check_layer_split(model)
+    init_parameters(model, seed)
+    for name in frozen:
+        freeze_encoder(model, name)
+    return model
+
+
+def preset_config(preset: str, parallel: Mapping[str, Tuple[int, int]], pgs: Mapping[str, object],
+                  grid_map: Optional[Mapping[str, object]] = None, rank: Optional[int] = None,
+                  backend: str = "auto", recompute: Optional[Mapping[str, str]] = None, cp: int = 1,
+                  sequence_parallel: bool = False) -> MimoModelConfig:
+    """The MimoModelConfig of a preset (arguments as in `build_mimo_model`); the preset factory
+    (model/factory.py) returns it like any user factory."""
     recompute = recompute or {}
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset '{preset}'; known: {sorted(PRESETS)}")
@@ -101,28 +116,18 @@ def build_mimo_model(preset: str, seed: int, parallel: Mapping[str, Tuple[int, i
         e_tp, e_pp = parallel.get(name, (1, 1))
         specs[name] = modality_spec(name, enc, dims.language.hidden, e_tp, e_pp, pgs.get(name), backend,
                                     recompute.get(name, "none"))
-    config = MimoModelConfig(language_model_spec=lm_spec, modality_submodules_spec=specs,
-                             special_token_ids={m: SPECIAL_TOKEN_IDS[m] for m in modalities},
-                             module_to_grid_map=grid_map)
-    model = MimoModel(config, rank=rank)
-    _check_layer_split(model)
-    init_parameters(model, seed)
-    for name in frozen:
-        freeze_encoder(model, name)
-    return model
+    return MimoModelConfig(language_model_spec=lm_spec, modality_submodules_spec=specs,
+                           special_token_ids={m: SPECIAL_TOKEN_IDS[m] for m in modalities},
+                           module_to_grid_map=grid_map,
+                           tokens_per_item={m: e.tokens_per_item for m, e in dims.encoders.items()})
 
 
 def build_model(plan, groups: Mapping[str, object], rank: int, seed: int, backend: str = "auto") -> MimoModel:
-    """The MimoModel of `rank` under `plan` (its topology's preset), with the groups of
-    `mimo_runtime.groups.build_module_groups(plan, ...)`."""
-    parallel = {n: (m.tp, m.pp) for n, m in plan.modules.items()}
-    pgs = {n: g.pgs for n, g in groups.items()}
-    grids = {n: g.grid for n, g in groups.items()}
-    frozen = [n for n, m in plan.modules.items() if m.frozen]
-    recompute = {n: m.recompute for n, m in plan.topology.modules.items()}
-    lang = plan.language
-    return build_mimo_model(plan.topology.model, seed, parallel, pgs, grids, rank, frozen, backend, recompute,
-                            lang.cp, lang.sequence_parallel)
+    """The MimoModel of `rank` under `plan`, with the groups of `mimo_runtime.groups.build_module_groups(plan, ...)`:
+    its topology's preset or model factory, both through `mimo_runtime.model.factory`."""
+    from mimo_runtime.model.factory import build_model as build_from_factory
+
+    return build_from_factory(plan, groups, rank, seed, backend)
 
 
 def freeze_encoder(model: MimoModel, name: str) -> None:
@@ -136,7 +141,8 @@ def freeze_encoder(model: MimoModel, name: str) -> None:
 
 def _check_layer_split(model: MimoModel) -> None:
     # keyed init and checkpoints assume megatron's even split: stage p holds layers p*L/pp ...
-    blocks: Dict[str, object] = {n: next(iter(s.encoders.values())).block for n, s in model.modality_submodules.items()}
+    blocks: Dict[str, object] = {n: next(iter(s.encoders.values())).block for n, s in model.modality_submodules.items()
+                                 if hasattr(next(iter(s.encoders.values()), None), "block")}  # a user encoder may have none
     if model.language_model is not None:
         blocks[LANG] = model.language_model.decoder
     for name, block in blocks.items():

@@ -4,7 +4,7 @@ from typing import Any, Dict
 
 from mimo_runtime.topology.parse import parse_topology, read_yaml
 from mimo_runtime.topology.presets import PRESETS, EncoderDims, LanguageDims, PresetDims
-from mimo_runtime.topology.schema import Module, Parallel, Topology, Train
+from mimo_runtime.topology.schema import DataFactory, ModelFactory, Module, Parallel, Topology, Train
 from mimo_runtime.topology.validate import finalize
 
 
@@ -17,5 +17,5 @@ def topology_from_dict(raw: Dict[str, Any], source: str = "<memory>") -> Topolog
     return finalize(parse_topology(raw, source))
 
 
-__all__ = ["load_topology", "topology_from_dict", "Topology", "Module", "Parallel", "Train",
+__all__ = ["load_topology", "topology_from_dict", "Topology", "Module", "Parallel", "Train", "ModelFactory", "DataFactory",
            "PRESETS", "PresetDims", "EncoderDims", "LanguageDims"]

@@ -60,6 +60,10 @@ def read_yaml(path: str) -> Dict[str, Any]:
 
 def _convert(value: Any, tp: Any, src: str, path: str) -> Any:
     origin = typing.get_origin(tp)
+    if tp is Any:
+        return value  # free-form YAML handed to user code as is (factory args)
+    if origin is typing.Union and type(None) not in typing.get_args(tp):
+        return _convert_either(value, typing.get_args(tp), src, path)
     if origin is typing.Union:
         # Optional[X]: None (YAML `null`, or the key left out) means "inherit"; see schema.Optimizer
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -99,6 +103,17 @@ def _convert(value: Any, tp: Any, src: str, path: str) -> Any:
             raise TopologyError(src, path, f"expected a list of {len(args)} items, got {len(value)}")
         return tuple(_convert(v, a, src, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     raise TypeError(f"schema type {tp} at {path} has no converter")
+
+
+def _convert_either(value: Any, options: tuple, src: str, path: str) -> Any:
+    """Union[str, Section] (e.g. `model:` a preset name or {factory, args}): the YAML type decides."""
+    section = next(o for o in options if dataclasses.is_dataclass(o))
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return build(section, value, src, path)
+    keys = ", ".join(f.name for f in dataclasses.fields(section))
+    raise TopologyError(src, path, f"expected a name or a mapping with keys {keys}, got {value!r}")
 
 
 def _float_hint(value: Any) -> str:

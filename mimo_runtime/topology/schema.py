@@ -6,7 +6,7 @@ cross-field rule in `validate.py`.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 
 def spec(default: Any = None, doc: str = "", choices: Tuple = (), positive: bool = False,
@@ -110,15 +110,44 @@ class Train:
 
 
 @dataclass(frozen=True)
+class ModelFactory:
+    """`model: {factory, args}`: the user's model instead of a preset (docs/python_api.md)."""
+
+    factory: str = spec(REQUIRED, "'package.module:function' called as function(args, ctx) -> MimoModelConfig")
+    args: Mapping[str, Any] = spec(factory=dict, doc="passed to the function as its first argument (any YAML)")
+
+    def __hash__(self) -> int:  # args is a dict: hash its text so topologies can key caches
+        return hash((self.factory, repr(sorted(self.args.items(), key=str))))
+
+
+@dataclass(frozen=True)
+class DataFactory:
+    """`data: {factory, args, workers}`: the user's dataset instead of the preset's."""
+
+    factory: str = spec(REQUIRED, "'package.module:function' called as function(args, ctx) -> a dataset of samples")
+    args: Mapping[str, Any] = spec(factory=dict, doc="passed to the function as its first argument (any YAML)")
+    workers: int = spec(0, "data-loading worker processes per rank; 0 loads in the rank itself", min_value=0)
+
+    def __hash__(self) -> int:
+        return hash((self.factory, repr(sorted(self.args.items(), key=str)), self.workers))
+
+
+@dataclass(frozen=True)
 class Topology:
     name: str = spec("", "a label for logs")
-    model: str = spec("tiny-vlm", "model preset name")
+    model: Union[str, ModelFactory] = spec("tiny-vlm", "model preset name, or {factory, args} for your own model")
+    data: Optional[DataFactory] = spec(None, "{factory, args, workers} for your own dataset; default: the preset's")
     placement: str = spec("separate", "separate: modules on their own ranks; colocated: every module on all ranks",
                           choices=("separate", "colocated"))
     modules: Mapping[str, Module] = spec(REQUIRED, "the modules, by name")
     edges: Tuple[Tuple[str, str], ...] = spec((), "[[encoder, language], ...]; default: every encoder -> language")
     train: Train = spec(factory=Train, doc="batch sizes and optimizer")
     source: str = spec("<memory>", "the file this topology came from")
+
+    @property
+    def model_name(self) -> str:
+        """The preset name, or the factory's import path: a label for logs and checkpoints."""
+        return self.model if isinstance(self.model, str) else self.model.factory
 
     @property
     def language(self) -> Module:

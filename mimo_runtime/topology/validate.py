@@ -5,8 +5,9 @@ import difflib
 from typing import Dict, List, Tuple
 
 from mimo_runtime.errors import TopologyError
+from mimo_runtime.factories import check_form
 from mimo_runtime.topology.presets import PRESETS
-from mimo_runtime.topology.schema import Module, Parallel, Topology
+from mimo_runtime.topology.schema import ModelFactory, Module, Parallel, Topology
 from mimo_runtime.topology.training import resolve_training
 
 
@@ -177,6 +178,12 @@ def _reaches(a: str, b: str, edges) -> bool:
 
 def _check_model(topo: Topology) -> None:
     src = topo.source
+    if topo.data is not None:
+        check_form(src, "data.factory", topo.data.factory)
+    if isinstance(topo.model, ModelFactory):
+        # the user's model: its dimensions are unknown until the factory runs (model/factory.py checks it then)
+        check_form(src, "model.factory", topo.model.factory)
+        return
     preset = PRESETS.get(topo.model)
     if preset is None:
         near = difflib.get_close_matches(topo.model, list(PRESETS), n=1)

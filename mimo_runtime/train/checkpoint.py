@@ -103,7 +103,7 @@ def _gather_scalars(optimizers) -> Dict[str, Dict[str, float]]:
 
 def _meta(rt, step: int, scalars) -> Dict:
     plan = rt.plan
-    return {"format": 1, "step": step, "model": rt.topology.model, "seed": rt.cfg.seed,
+    return {"format": 1, "step": step, "model": rt.topology.model_name, "seed": rt.cfg.seed,
             "optimizer_scalars": scalars,
             "saved_on": {"topology": rt.topology.name, "world_size": dist.get_world_size(),
                          "colocated": rt.cfg.colocated,
@@ -193,7 +193,7 @@ def load_checkpoint(rt, root: str) -> Optional[Dict]:
 
 def _prepare(rt, path: str):
     meta = read_meta(path)
-    check_run(path, meta, rt.topology.model, rt.cfg.seed)
+    check_run(path, meta, rt.topology.model_name, rt.cfg.seed)
     metadata = read_dcp_metadata(path)
     check_files(path, metadata)
     tensors = cs.model_tensors(rt.model)

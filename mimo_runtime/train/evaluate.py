@@ -14,17 +14,15 @@ import torch.distributed as dist
 
 from mimo_runtime.train.feed import Feeder
 from mimo_runtime.train.optim import loss_share
-from mimo_runtime.train.sampler import Sampler
 
 HELD_OUT = "heldout"
 
 
 def held_out_feeder(rt) -> Feeder:
-    from mimo_runtime.data import collate_modality, collate_tokens, make_dataset
+    from mimo_runtime.data.factory import open_dataset
 
-    dataset = make_dataset(rt.topology.model, HELD_OUT, rt.cfg.seed)
-    sampler = Sampler.for_plan(rt.plan, len(dataset), rt.cfg.seed, shuffle=False)
-    return Feeder(rt.plan, dataset, sampler, collate_tokens, collate_modality)
+    return rt.make_feeder(open_dataset(rt.topology, HELD_OUT, rt.cfg.seed, rt.rank, rt.model_facts()[1]),
+                          shuffle=False)
 
 
 def num_batches(feeder: Feeder, wanted: int) -> int:

@@ -5,22 +5,21 @@ per-sample item counts (to split rows for the bridge; their token ids too when t
 model cuts sequences over context/sequence-parallel slots); language stages only token tensors.
 """
 
-from typing import Dict, List
+from typing import Dict, List, Mapping
 
 import torch
 
 from mimo_runtime.plan import ModulePlan, Plan
-from mimo_runtime.topology import PRESETS
 from mimo_runtime.train.sampler import Sampler
 from mimo_runtime.train.sequence_cut import cut_tokens, replica_layout
 
 
 class Feeder:
-    def __init__(self, plan: Plan, dataset, sampler: Sampler, collate_tokens, collate_modality):
+    def __init__(self, plan: Plan, dataset, sampler: Sampler, collate_tokens, collate_modality,
+                 tokens_per_item: Mapping[str, int]):
         self.plan, self.dataset, self.sampler = plan, dataset, sampler
         self.collate_tokens, self.collate_modality = collate_tokens, collate_modality
-        preset = PRESETS[plan.topology.model]
-        self.tokens_per_item = {n: d.tokens_per_item for n, d in preset.encoders.items()}
+        self.tokens_per_item = dict(tokens_per_item)  # MimoModelConfig.tokens_per_item
         self.packed = plan.topology.train.packing
         self._step_tokens: Dict[int, int] = {}
         self._token_batches: Dict[tuple, Dict[str, torch.Tensor]] = {}  # this step's batches, by replica
@@ -30,7 +29,7 @@ class Feeder:
 
     def modality_inputs(self, step: int, mb: int, name: str, rank: int) -> Dict:
         ids = self.samples(step, mb, self.plan.modules[name], rank)
-        return self.collate_modality([self.dataset.modality(i, name) for i in ids])
+        return self.collate_modality(_load(self.dataset, "modality", ids, name))
 
     def rows_per_sample(self, step: int, mb: int, name: str, rank: int) -> List[int]:
         """Rows each of this encoder replica's samples contributes (items x tokens per item)."""
@@ -52,7 +51,7 @@ class Feeder:
 
     def _replica_batch(self, step: int, mb: int, module: ModulePlan, dp: int) -> Dict[str, torch.Tensor]:
         ids = self.sampler.replica(step, mb, module, dp)
-        return self.collate_tokens([self.dataset.tokens(i) for i in ids])
+        return self.collate_tokens(_load(self.dataset, "tokens", ids))
 
     def row_slots(self, step: int, mb: int, name: str, rank: int, special_id: int) -> List[List[int]]:
         """Encoder side of a bridge into a language model cut over several slots (context or sequence
@@ -80,6 +79,14 @@ class Feeder:
     def loss_tokens(self, step: int) -> int:
         """Masked tokens in the whole global batch: the loss denominator (same on every topology)."""
         if step not in self._step_tokens:
-            self._step_tokens = {step: int(sum(int(self.dataset.tokens(i)["loss_mask"].sum())
-                                               for i in self.sampler.step_samples(step)))}
+            samples = _load(self.dataset, "tokens", self.sampler.step_samples(step))
+            self._step_tokens = {step: int(sum(int(t["loss_mask"].sum()) for t in samples))}
         return self._step_tokens[step]
+
+
+def _load(dataset, what: str, ids: List[int], *extra) -> List:
+    """One batch's samples; datasets with worker processes (data/samples.py) load them in parallel."""
+    batch = getattr(dataset, f"{what}_batch", None)
+    if batch is not None:
+        return batch(ids, *extra)
+    return [getattr(dataset, what)(i, *extra) for i in ids]

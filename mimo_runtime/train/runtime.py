@@ -30,7 +30,7 @@ def plan_for(topology: Topology, cfg: RunConfig) -> Plan:
 
 class Runtime:
     def __init__(self, topology: Topology, cfg: RunConfig, rank: Optional[int] = None):
-        from mimo_runtime.data import collate_modality, collate_tokens, make_dataset
+        from mimo_runtime.data.factory import has_data, open_dataset
         from mimo_runtime.groups import build_module_groups
         from mimo_runtime.model import build_model, masked_token_loss_sum
         from mimo_runtime.schedule import build_schedule
@@ -43,9 +43,10 @@ class Runtime:
         self.model = build_model(self.plan, self.groups, self.rank, cfg.seed)
         self.frozen_all = prepare_modules(self.model, self.plan, self.rank)  # freeze, pretrained, precision
         self.optimizers = build_optimizers(self.model, self.plan, self.rank)
-        self.dataset = make_dataset(topology.model, "train", cfg.seed)
-        sampler = Sampler.for_plan(self.plan, len(self.dataset), cfg.seed)
-        self.feeder = Feeder(self.plan, self.dataset, sampler, collate_tokens, collate_modality)
+        # the topology's data (data/factory.py); None when only the caller's batches feed it (mimo_runtime.api)
+        self.dataset = open_dataset(topology, "train", cfg.seed, self.rank, self.model_facts()[1]) \
+            if has_data(topology) else None
+        self.feeder = self.make_feeder(self.dataset) if self.dataset is not None else None
         m = self.plan.num_microbatches
         self.train_actions = build_schedule(self.plan, m, cfg.schedule, self.frozen_all).for_rank(self.plan, self.rank)
         self.eval_actions = build_schedule(self.plan, m, "forward").for_rank(self.plan, self.rank)
@@ -55,6 +56,26 @@ class Runtime:
         self.executor = Executor(self.plan, self.rank, compute, cfg.timeout_s, trainable, self._optimizer_step)
         self.before_optimizer_step = None  # tests: called with the step before gradients are clipped
         self._last: Dict[str, float] = {}
+
+    def model_facts(self):
+        """(tokens_per_item by modality, sequence length or None) from the model's config."""
+        from mimo_runtime.model.factory import seq_length
+
+        config = self.model.mimo_config
+        return config.tokens_per_item, seq_length(config)
+
+    def make_feeder(self, dataset, shuffle: bool = True) -> Feeder:
+        """A feeder over `dataset` (the feeder interface of data/factory.py) with this run's plan."""
+        from mimo_runtime.data import collate_modality, collate_tokens
+
+        sampler = Sampler.for_plan(self.plan, len(dataset), self.cfg.seed, shuffle)
+        return Feeder(self.plan, dataset, sampler, collate_tokens, collate_modality, self.model_facts()[0])
+
+    def _require_data(self) -> None:
+        if self.executor.compute.feeder is None:
+            from mimo_runtime.data.factory import open_dataset
+
+            open_dataset(self.topology, "train", self.cfg.seed, self.rank)  # raises: what the topology lacks
 
     def _optimizer_step(self, st: StepState) -> None:
         norm, loss = global_norm_and_loss(self.model, self.plan, self.rank, st.loss_sum)
@@ -67,6 +88,7 @@ class Runtime:
     def train_step(self, step: int) -> Dict[str, float]:
         """One optimizer step over global batch `step`; the same metrics on every rank."""
         self.model.train()
+        self._require_data()
         t0 = time.perf_counter()
         self.executor.run_step(self.train_actions, step, train=True)
         lrs = learning_rates(self.topology, step)
@@ -76,5 +98,6 @@ class Runtime:
     def eval_step(self, step: int) -> float:
         """Forward-only pass over global batch `step` (no gradients); the global loss on every rank."""
         self.model.eval()
+        self._require_data()
         st = self.executor.run_step(self.eval_actions, step, train=False)
         return global_loss(self.plan, self.rank, st.loss_sum)

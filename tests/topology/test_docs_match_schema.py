@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from mimo_runtime.topology import Module, Parallel, Topology, Train
-from mimo_runtime.topology.schema import Optimizer, Pretrained
+from mimo_runtime.topology.schema import DataFactory, ModelFactory, Optimizer, Pretrained
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "topology.md").read_text()
 SECTIONS = {"Top level": Topology, "`modules.NAME`": Module, "`modules.NAME.parallel`": Parallel, "`train`": Train,
-            "`train.optimizer`, `modules.NAME.optimizer`": Optimizer, "`modules.NAME.pretrained`": Pretrained}
+            "`train.optimizer`, `modules.NAME.optimizer`": Optimizer, "`modules.NAME.pretrained`": Pretrained,
+            "`model` (a factory)": ModelFactory, "`data`": DataFactory}
 FILLED_BY_THE_LOADER = {("Module", "name"), ("Topology", "source")}  # not file keys
 
 

@@ -1,0 +1,127 @@
+"""A topology's model, from its factory: presets and user code take the same path.
+
+`model: tiny-vlm` is shorthand for `model: {factory: "mimo_runtime.model.factory:preset",
+args: {name: tiny-vlm}}`. Every rank calls the factory as `factory(args, ctx)`; it returns a
+`MimoModelConfig` describing the whole model (every module's spec, cheap to build: specs are
+data), and `MimoModel` builds only the modules and stages this rank holds. The runtime then
+applies the keyed initialization (model/init.py), so a parameter's initial value depends on the
+seed and its name only, whatever the topology, for user models as for presets.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from mimo_runtime.errors import TopologyError
+from mimo_runtime.factories import checked_result, resolve
+from mimo_runtime.model.config import MimoModelConfig
+from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, ModulePlan, ModuleStageInfo, Plan, RankRole
+from mimo_runtime.topology.schema import Topology
+
+PRESET_FACTORY = "mimo_runtime.model.factory:preset"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a model factory gets besides its args: where this rank sits and its groups.
+
+    pgs: {module: megatron ProcessGroupCollection (tp, cp, dp, pp, ...)}, None for modules this
+    rank does not hold (their specs are still needed, never built). grid_map: {module: HyperCommGrid}.
+    """
+
+    plan: Plan
+    rank: int
+    seed: int
+    pgs: Mapping[str, Any]
+    grid_map: Mapping[str, Any]
+    backend: str = "auto"
+
+    @property
+    def topology(self) -> Topology:
+        return self.plan.topology
+
+    @property
+    def role(self) -> RankRole:
+        return self.plan.role(self.rank)
+
+    def parallel(self, module: str) -> ModulePlan:
+        """The module's tp, cp, dp, pp (and sequence_parallel, frozen) under this run's plan."""
+        return self.plan.modules[module]
+
+    def stage(self, module: str) -> ModuleStageInfo:
+        """This rank's pipeline stage of `module` (first and last when the rank does not hold it)."""
+        return self.role.modules.get(module, ModuleStageInfo(True, True))
+
+    def recompute(self, module: str) -> str:
+        return self.topology.modules[module].recompute
+
+
+def model_factory(topology: Topology) -> Tuple[str, Dict[str, Any], str]:
+    """(import path, args, topology field) of the topology's model factory."""
+    if isinstance(topology.model, str):
+        return PRESET_FACTORY, {"name": topology.model}, "model"
+    return topology.model.factory, dict(topology.model.args), "model.factory"
+
+
+def preset(args: Mapping[str, Any], ctx: BuildContext) -> MimoModelConfig:
+    """The shipped presets as a factory: args {name: tiny-vlm | tiny-avlm | tiny-lm}."""
+    from mimo_runtime.model.presets import preset_config
+
+    plan = ctx.plan
+    lang = plan.language
+    return preset_config(args["name"], {n: (m.tp, m.pp) for n, m in plan.modules.items()}, ctx.pgs, ctx.grid_map,
+                         ctx.rank, ctx.backend, {n: ctx.recompute(n) for n in plan.modules}, lang.cp,
+                         lang.sequence_parallel)
+
+
+def model_config(ctx: BuildContext) -> MimoModelConfig:
+    """Call the topology's factory and check what it returned against the topology."""
+    topo = ctx.topology
+    text, args, field = model_factory(topo)
+    config = checked_result(topo.source, field, text, resolve(topo.source, field, text)(args, ctx),
+                            MimoModelConfig, "a mimo_runtime.model.MimoModelConfig")
+    check_config(config, topo, field, text)
+    if config.module_to_grid_map is None:
+        config.module_to_grid_map = dict(ctx.grid_map)
+    return config
+
+
+def check_config(config: MimoModelConfig, topo: Topology, field: str, text: str) -> None:
+    src = topo.source
+    if config.language_model_spec is None or "config" not in (config.language_model_spec.params or {}):
+        raise TopologyError(src, field, f"{text} returned a MimoModelConfig without a language_model_spec whose "
+                                        f"params carry the language model's TransformerConfig ('config')")
+    built, wanted = sorted(config.modality_submodules_spec), sorted(topo.encoders)
+    if built != wanted:
+        raise TopologyError(src, field, f"{text} built encoders {built} but the topology's encoder modules are "
+                                        f"{wanted}; they must be the same")
+    for name in wanted:
+        if name not in config.tokens_per_item:
+            raise TopologyError(src, field, f"{text} returned a MimoModelConfig without tokens_per_item['{name}'] "
+                                            f"(the rows one '{name}' item adds to the language sequence)")
+
+
+def tokens_per_item(config: MimoModelConfig) -> Dict[str, int]:
+    return dict(config.tokens_per_item)
+
+
+def seq_length(config: MimoModelConfig) -> Optional[int]:
+    """The language model's sequence length when its spec names one (GPT's max_sequence_length)."""
+    return (config.language_model_spec.params or {}).get("max_sequence_length")
+
+
+def build_model(plan: Plan, groups: Mapping[str, Any], rank: int, seed: int, backend: str = "auto"):
+    """The MimoModel `rank` holds under `plan`, from the topology's factory, initialized from
+    (seed, parameter name), frozen encoders frozen; `groups` from mimo_runtime.groups."""
+    from mimo_runtime.model.init import init_parameters
+    from mimo_runtime.model.mimo import MimoModel
+    from mimo_runtime.model.presets import _check_layer_split, freeze_encoder
+
+    ctx = BuildContext(plan, rank, seed, {n: g.pgs for n, g in groups.items()},
+                       {n: g.grid for n, g in groups.items()}, backend)
+    model = MimoModel(model_config(ctx), rank=rank)
+    _check_layer_split(model)
+    init_parameters(model, seed)
+    for name, m in plan.modules.items():
+        if m.frozen and name != LANG:
+            freeze_encoder(model, name)
+    return model
