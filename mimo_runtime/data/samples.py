@@ -50,13 +50,14 @@ class SampleDataset:
     def tokens(self, i: int) -> Dict[str, torch.Tensor]:
         """input_ids, labels, loss_mask (float) and position_ids of sample i, 1-D of one length."""
         sample = self._sample(i)
-        missing = [k for k in TOKEN_FIELDS if k not in sample]
+        keys = set(sample)  # iterating names loads nothing; `in` on a Mapping subclass may call __getitem__
+        missing = [k for k in TOKEN_FIELDS if k not in keys]
         if missing:
             raise self._error(f"sample {i} has no {', '.join(missing)}")
         out = {"input_ids": _tensor(sample["input_ids"], torch.long), "labels": _tensor(sample["labels"], torch.long),
                "loss_mask": _tensor(sample["loss_mask"], torch.float32)}
         length = out["input_ids"].numel()
-        out["position_ids"] = (_tensor(sample["position_ids"], torch.long) if "position_ids" in sample
+        out["position_ids"] = (_tensor(sample["position_ids"], torch.long) if "position_ids" in keys
                                else torch.arange(length))
         for key, value in out.items():
             if value.dim() != 1 or value.numel() != length:
@@ -71,8 +72,8 @@ class SampleDataset:
     def modality(self, i: int, name: str) -> Dict[str, Dict[str, torch.Tensor]]:
         """{encoder key: {input name: (items, ...) tensor}} of sample i for modality `name`."""
         sample = self._sample(i)
-        inputs = sample["modality_inputs"] if "modality_inputs" in sample else None
-        if not isinstance(inputs, collections.abc.Mapping) or name not in inputs:
+        inputs = sample["modality_inputs"] if "modality_inputs" in set(sample) else None
+        if not isinstance(inputs, collections.abc.Mapping) or name not in set(inputs):
             have = ", ".join(str(k) for k in inputs) if isinstance(inputs, collections.abc.Mapping) else ""
             raise self._error(f"sample {i} has no modality_inputs['{name}'] (it has: {have or 'none'}); the "
                               f"topology has an encoder '{name}', so every sample needs its inputs "
