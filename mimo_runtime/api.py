@@ -17,6 +17,7 @@ import collections.abc
 import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
+from mimo_runtime.factories import preflight
 from mimo_runtime.topology import Topology, load_topology
 
 TopologyLike = Union[str, os.PathLike, Topology]
@@ -139,6 +140,7 @@ def launch(topology: TopologyLike, fn: Optional[Callable] = None, args: Sequence
     from mimo_runtime.train.config import RunConfig
 
     topo = _topology(topology)
+    preflight(topo, needs_data=fn is None)
     t = topo.train
     world = nproc or (1 if colocated else topo.world_size)
     if not colocated and world != topo.world_size:

@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 
 from mimo_runtime.errors import TopologyError
 
+NEEDS_DATA = ("the model comes from a factory, so the data must too: add data: {factory: "
+              "'package.module:function'} (or pass batches to Runtime.train_step)")
 FORM = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -60,3 +62,16 @@ def checked_result(src: str, field: str, text: str, value: Any, expected: type, 
         got = "None" if value is None else f"a {type(value).__module__}.{type(value).__name__}"
         raise TopologyError(src, field, f"{text} returned {got}; it must return {what}")
     return value
+
+
+def preflight(topology, needs_data: bool = True) -> None:
+    """Import a topology's factories now: the launcher calls it before starting ranks, so a bad
+    path is one error here instead of one per rank. `needs_data`: the built-in loop reads the
+    topology's data (a custom loop may pass its own batches)."""
+    src = topology.source
+    if not isinstance(topology.model, str):
+        resolve(src, "model.factory", topology.model.factory)
+    if topology.data is not None:
+        resolve(src, "data.factory", topology.data.factory)
+    elif needs_data and not isinstance(topology.model, str):
+        raise TopologyError(src, "data", NEEDS_DATA)

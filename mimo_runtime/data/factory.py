@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from mimo_runtime.errors import TopologyError
-from mimo_runtime.factories import resolve
+from mimo_runtime.factories import NEEDS_DATA, resolve
 from mimo_runtime.topology.schema import Topology
 
 CAPTIONS_FACTORY = "mimo_runtime.data.factory:captions"
@@ -55,9 +55,7 @@ def open_dataset(topology: Topology, split: str, seed: int, rank: int, seq_lengt
     src = topology.source
     spec = data_factory(topology)
     if spec is None:
-        raise TopologyError(src, "data", "the model comes from a factory, so the data must too: add "
-                                         "data: {factory: 'package.module:function'} (or pass batches to "
-                                         "Runtime.train_step)")
+        raise TopologyError(src, "data", NEEDS_DATA)
     text, args, where, workers = spec
     ctx = DataContext(split, seed, rank, topology, tuple(topology.encoders))
     data = resolve(src, where, text)(args, ctx)

@@ -3,6 +3,7 @@
 import os
 
 from mimo_runtime.errors import ArgumentError
+from mimo_runtime.factories import preflight
 from mimo_runtime.launch.cli import positive_int
 
 
@@ -78,6 +79,7 @@ def run(args) -> int:
 
     topology = load_topology(args.topology)
     cfg = run_config(args, topology)
+    preflight(topology)  # model/data factories import here once, before any rank starts
     if args.ray:
         return _run_on_ray(args, topology, cfg)
     for flag, value in (("--address", args.address), ("--max-restarts", args.max_restarts)):
