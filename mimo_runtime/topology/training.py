@@ -21,15 +21,16 @@ _HOOK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 def given(section: Optimizer) -> Dict[str, Any]:
     """The keys a file gave in an optimizer section (None = not given)."""
-    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if getattr(section, f.name) is not None}
+    values = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def resolve_training(topo: Topology) -> Topology:
     src, t = topo.source, topo.train
     for key in ("lr", "weight_decay"):
         if getattr(t.optimizer, key) is not None:
-            raise TopologyError(src, f"train.optimizer.{key}", f"give the default as train.{key} "
-                                                               f"(modules.NAME.optimizer.{key} overrides it per module)")
+            raise TopologyError(src, f"train.optimizer.{key}",
+                                f"give the default as train.{key} (modules.NAME.optimizer.{key} overrides it per module)")
     base = dict(DEFAULTS, lr=t.lr, weight_decay=t.weight_decay, decay_steps=t.steps)
     train_given = given(t.optimizer)
     resolved_train = Optimizer(**dict(base, **train_given))

@@ -8,8 +8,9 @@ TP shard of its own layers, so a file loads into any topology (resharding by con
 whole-model file can feed one module only (partial loading): keys of other modules are ignored.
 `map: "pkg.mod:fn"` renames stored keys first (fn(name) -> canonical name, or None to drop).
 
-format checkpoint: pretrained_checkpoint.py. Every check runs against the world-wide parameter census (freeze.parameter_census), so every rank
-raises the same complete error: missing keys, shape mismatches and (strict) unexpected keys.
+format checkpoint: pretrained_checkpoint.py. Every check runs against the world-wide parameter
+census (freeze.parameter_census), so every rank raises the same complete error: missing keys,
+shape mismatches and (strict) unexpected keys.
 """
 
 import importlib
