@@ -51,6 +51,8 @@ class RankActor:
             raise RuntimeError(f"no network interface owns this node's Ray address {own_ip}; "
                                f"set GLOO_SOCKET_IFNAME in the Ray workers' environment")
         os.environ["GLOO_SOCKET_IFNAME"] = ifname
+        print(f"joining the process group at {master_addr}:{master_port} as rank {self.rank}/{self.world_size} "
+              f"(local rank {local_rank}, gloo on {ifname})", flush=True)
         init_distributed(timeout_s)
         result = fn(self.rank, self.world_size, *args)
         import torch.distributed as dist

@@ -17,7 +17,8 @@ from mimo_runtime.launch.ray.placement import RankSlot, actor_options
 from mimo_runtime.launch.spawn import RankFailure
 
 POLL_S = 0.5
-CAUSE_GRACE_S = 5.0  # after a peer error, how long to wait for the rank that caused it to report
+CAUSE_GRACE_S = 15.0  # after a peer error, how long to wait for the rank that caused it (Ray reports a
+# dead actor through the GCS, which takes seconds on a loaded machine)
 
 
 def run_attempt(fn: Callable, args: Sequence[Any], slots: List[RankSlot], bundles: List[Mapping[str, float]],
@@ -90,6 +91,7 @@ def _watch(refs: list, rank0, describe, where, job_timeout_s: float,
         if failures:
             if all(is_peer_error(e) for _, e in failures):
                 failures += _more_failures(pending)
+            _last_poll(seen, rank0, on_progress)  # steps finished before the failure still count
             raise blame(failures, describe, where)
         progress, seen = _poll(progress, seen, rank0, on_progress)
         if time.monotonic() > deadline:
@@ -114,6 +116,13 @@ def _more_failures(pending: Dict[Any, int]) -> List[Tuple[int, BaseException]]:
                 if not is_peer_error(e):
                     return found
     return found
+
+
+def _last_poll(seen: int, rank0, on_progress) -> None:
+    try:
+        on_progress(ray.get(rank0.progress.remote(seen), timeout=5.0))
+    except Exception:  # noqa: BLE001 - rank 0 is gone with its records: nothing more to show
+        pass
 
 
 def _poll(progress, seen: int, rank0, on_progress):

@@ -23,6 +23,7 @@ class RayRun:
     nodes: Dict[str, Dict[str, float]]  # node id -> its total resources
     attempts: int = 1
     failures: List[str] = field(default_factory=list)  # one line per failed attempt
+    metrics: List[Dict] = field(default_factory=list)  # training: the per-step records of the finished run
 
 
 def launch_ray(topology: Topology, cfg, address: Optional[str] = None, max_restarts: int = 0,
@@ -34,11 +35,17 @@ def launch_ray(topology: Topology, cfg, address: Optional[str] = None, max_resta
     from mimo_runtime.launch.ray.train_fn import actor_config, train_on_actor
     from mimo_runtime.train.loop import plan_for
 
-    sink = MetricsSink(cfg.metrics_path, cfg.steps, out)
+    sink = MetricsSink(cfg.metrics_path, cfg.steps, out, keep_existing=cfg.resume)
     run = run_job(train_on_actor, lambda attempt: (topology, actor_config(cfg, attempt, out)), topology,
                   plan_for(topology, cfg), describe_ranks(topology, cfg), cfg.timeout_s, address, max_restarts,
                   placement_timeout_s, job_timeout_s, sink.add_lines, out)
-    sink.add_final(run.results[0].metrics)
+    rank0 = run.results[0]
+    sink.add_final(rank0.metrics)
+    run.metrics = sink.trajectory()
+    if rank0.start_step:
+        out.write(f"ray: the last attempt resumed from the checkpoint of step {rank0.start_step}\n")
+    if rank0.checkpoints:
+        out.write(f"ray: saved checkpoints {', '.join(rank0.checkpoints)}\n")
     return run
 
 

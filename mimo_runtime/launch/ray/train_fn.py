@@ -10,16 +10,15 @@ from mimo_runtime.launch.ray.metrics import PROGRESS_ENV
 
 def actor_config(cfg, attempt: int, out: TextIO = sys.stderr):
     """The driver writes metrics and progress, so ranks do not. A restart resumes from the latest
-    checkpoint when the run has a checkpoint directory and the trainer supports `resume`; otherwise it
-    starts again from step 0 (same seed, same data: the same trajectory)."""
+    checkpoint when the run has a checkpoint directory (from step 0 while none is saved yet);
+    without one it starts again from step 0: same seed, same data, so the same trajectory."""
     cfg = dataclasses.replace(cfg, metrics_path=None, progress=False)
     if attempt == 0:
         return cfg
-    fields = {f.name for f in dataclasses.fields(cfg)}
-    if {"resume", "checkpoint_dir"} <= fields and getattr(cfg, "checkpoint_dir"):
+    if cfg.checkpoint_dir:
         out.write(f"ray: restarting every rank from the latest checkpoint in {cfg.checkpoint_dir}\n")
         return dataclasses.replace(cfg, resume=True)
-    out.write("ray: restarting every rank from step 0 (no checkpoint directory)\n")
+    out.write("ray: restarting every rank from step 0 (no --checkpoint-dir)\n")
     return cfg
 
 
