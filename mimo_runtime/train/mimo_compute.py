@@ -14,6 +14,7 @@ from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, ModuleLayout, Pl
 from mimo_runtime.train.captions import count_captions
 from mimo_runtime.train.feed import Feeder
 from mimo_runtime.train.grads import all_reduce_grads
+from mimo_runtime.train.sequence_cut import count_cut_captions
 from mimo_runtime.train.optim import module_parameters
 
 COLOCATED = "*"
@@ -125,10 +126,16 @@ class MimoCompute:
         loss = total / self.feeder.loss_tokens(step)
         st.loss_sum += float(loss.detach())
         if not st.train:
-            correct, captioned = count_captions(logits.detach(), tokens, self.groups[LANG].pgs.tp)
+            correct, captioned = self._count_captions(logits.detach(), tokens)
             self.caption_counts[0] += correct
             self.caption_counts[1] += captioned
         return loss
+
+    def _count_captions(self, logits, tokens):
+        pgs, lang = self.groups[LANG].pgs, self.plan.language
+        if lang.cp == 1 and "sample" not in tokens:
+            return count_captions(logits, tokens, pgs.tp)
+        return count_cut_captions(logits, tokens, pgs.tp, pgs.cp, self.plan.micro_batch)
 
     # ---- gradients ----
     def reduce_grads(self, module: str) -> None:

@@ -8,9 +8,10 @@ token's sample index, for the bridge's per-sample row counts). Sequence parallel
 here: the model cuts its TP slice of the cp-local sequence itself.
 """
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
+import torch.distributed as dist
 
 from mimo_runtime.plan import ModulePlan
 from mimo_runtime.plan.sequence import SequenceLayout
@@ -57,3 +58,26 @@ def cut_tokens(batch: Dict[str, torch.Tensor], layout: SequenceLayout, cp_rank: 
 
 def _cumulative(lengths) -> torch.Tensor:
     return torch.tensor([0] + list(torch.tensor(list(lengths)).cumsum(0).tolist()), dtype=torch.int32)
+
+
+def count_cut_captions(logits: torch.Tensor, tokens: Dict[str, torch.Tensor], tp_group, cp_group,
+                       num_samples: int) -> Tuple[int, int]:
+    """count_captions (train/captions.py) when a sample's tokens are spread over cp ranks or packed:
+    per-sample misses and caption tokens are summed over the cp group, and only cp rank 0 reports
+    (the evaluation sums the reports of every cp rank)."""
+    if tp_group is not None and tp_group.size() > 1:
+        parts = [torch.empty_like(logits) for _ in range(tp_group.size())]
+        dist.all_gather(parts, logits.contiguous(), group=tp_group)
+        logits = torch.cat(parts, dim=-1)
+    caption = tokens["loss_mask"] > 0
+    miss = (logits.argmax(-1) != tokens["labels"]) & caption
+    if "sample" in tokens:
+        per = torch.stack([torch.bincount(tokens["sample"][x], minlength=num_samples) for x in (miss, caption)])
+    else:
+        per = torch.stack([miss.sum(-1), caption.sum(-1)])
+    if cp_group is not None and cp_group.size() > 1:
+        dist.all_reduce(per, group=cp_group)
+        if cp_group.rank() != 0:
+            return 0, 0
+    captioned = per[1] > 0
+    return int((captioned & (per[0] == 0)).sum()), int(captioned.sum())

@@ -1,6 +1,6 @@
 """Attention with context parallelism (cp=2, K/V all-gathered) equals cp=1, forward and gradients:
 padded (B, S) batches whose length is no multiple of 2*cp, key-padding masks, bidirectional
-attention, and packed THD sequences."""
+attention, and packed THD sequences; caption counts over a cp-split batch."""
 
 import dataclasses
 from types import SimpleNamespace
@@ -89,6 +89,28 @@ def _packed_case(group):
         torch.testing.assert_close(got, local(want), rtol=1e-5, atol=1e-6)
 
 
+def _captions_case(group):
+    """Caption exact-match counts when each sample is spread over the cp ranks (padded, then packed)."""
+    from mimo_runtime.model.context_parallel import split_for_cp
+    from mimo_runtime.train.sequence_cut import count_cut_captions
+
+    labels = torch.arange(24).reshape(3, 8) % 5
+    loss_mask = torch.zeros(3, 8)
+    loss_mask[:, 3:7] = 1.0
+    logits = torch.nn.functional.one_hot(labels, 5).float()
+    logits[1, 5] = torch.nn.functional.one_hot(labels[1, 5] + 1, 5).float()  # sample 1 misses, on cp rank 1
+    rank = group.rank()
+    local = {"labels": split_for_cp(labels, 1, CP, rank), "loss_mask": split_for_cp(loss_mask, 1, CP, rank)}
+    got = count_cut_captions(split_for_cp(logits, 1, CP, rank), local, None, group, 3)
+    assert got == ((2, 3) if rank == 0 else (0, 0)), got
+    packed = {"labels": torch.cat([split_for_cp(x, 0, CP, rank) for x in labels])[None],
+              "loss_mask": torch.cat([split_for_cp(x, 0, CP, rank) for x in loss_mask])[None],
+              "sample": torch.tensor([[i] * 4 for i in range(3)]).reshape(1, 12)}
+    packed_logits = torch.cat([split_for_cp(x, 0, CP, rank) for x in logits])[None]
+    got = count_cut_captions(packed_logits, packed, None, group, 3)
+    assert got == ((2, 3) if rank == 0 else (0, 0)), got
+
+
 def _worker(rank, world):
     import torch.distributed as dist
 
@@ -102,6 +124,7 @@ def _worker(rank, world):
     _padded_case(group, False, 13, keep)  # bidirectional: the CP padding must be masked as keys
     _padded_case(group, True, 16, keep[:, :13].repeat(1, 2)[:, :16])
     _packed_case(group)
+    _captions_case(group)
     return True
 
 
