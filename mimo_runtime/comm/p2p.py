@@ -8,7 +8,7 @@ receives block"); `Outbox.wait()` completes them and keeps their buffers alive u
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -69,11 +69,17 @@ def _header(tensors: Dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.int64)
 
 
-def send_tensors(tensors: Dict[str, torch.Tensor], dst: int, outbox: Outbox, stats: CommStats) -> None:
-    """Post header + payloads for `tensors` to global rank `dst` (asynchronous)."""
-    header = _header(tensors)
-    outbox.post(header, dst)
-    stats.add_sent(header, header=True)
+def send_tensors(tensors: Dict[str, torch.Tensor], dst: int, outbox: Outbox, stats: CommStats,
+                 header: bool = True) -> None:
+    """Post header + payloads for `tensors` to global rank `dst` (asynchronous).
+
+    `header=False` when the receiver already knows every shape (it passes `shapes` to recv_tensors):
+    one message per tensor instead of two, which halves the wake-ups a small transfer costs.
+    """
+    if header:
+        head = _header(tensors)
+        outbox.post(head, dst)
+        stats.add_sent(head, header=True)
     for key in sorted(tensors):
         t = tensors[key]
         if t.numel():
@@ -82,15 +88,22 @@ def send_tensors(tensors: Dict[str, torch.Tensor], dst: int, outbox: Outbox, sta
 
 
 def recv_tensors(keys: Sequence[str], src: int, dtype: torch.dtype, device: torch.device,
-                 stats: CommStats, timeout_s: float) -> Dict[str, torch.Tensor]:
-    """Blocking receive of the dict `send_tensors` posted from global rank `src`."""
+                 stats: CommStats, timeout_s: float,
+                 shapes: Optional[Dict[str, Sequence[int]]] = None) -> Dict[str, torch.Tensor]:
+    """Blocking receive of the dict `send_tensors` posted from global rank `src`.
+
+    With `shapes` (key -> shape, known to both sides) no header is read: the sender used header=False.
+    """
     keys = sorted(keys)
-    header = torch.empty((len(keys), MAX_DIMS + 1), dtype=torch.int64)
-    _recv(header, src, timeout_s)
-    stats.add_recv(header, header=True)
+    if shapes is None:
+        header = torch.empty((len(keys), MAX_DIMS + 1), dtype=torch.int64)
+        _recv(header, src, timeout_s)
+        stats.add_recv(header, header=True)
+        dims = [row[1:1 + row[0]] for row in header.tolist()]
+    else:
+        dims = [list(shapes[key]) for key in keys]
     out = {}
-    for key, row in zip(keys, header.tolist()):
-        shape = row[1:1 + row[0]]
+    for key, shape in zip(keys, dims):
         t = torch.empty(shape, dtype=dtype, device=device)
         if t.numel():
             _recv(t, src, timeout_s)

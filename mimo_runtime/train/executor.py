@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from mimo_runtime.comm import Bridge, CommStats, Outbox, recv_tensors, send_tensors
+from mimo_runtime.comm.inbox import Inbox
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
 
 
@@ -35,6 +36,7 @@ class Executor:
         self.trainable = trainable  # module -> whether gradients flow into it at all
         self.on_opt_step = on_opt_step
         self.stats, self.outbox = CommStats(), Outbox(timeout_s)
+        self.inbox = Inbox(self.stats, timeout_s)
         self.trace: List[Tuple[str, float, float]] = []  # (action, start, end) in time.perf_counter
         self.fault = _fault_from_env(rank)
         self.bridges = {enc: Bridge(plan.modules[enc], plan.language, plan.micro_batch * plan.language.dp, rank,
@@ -44,6 +46,7 @@ class Executor:
 
     def run_step(self, actions, step: int, train: bool = True) -> StepState:
         st = StepState(step, train)
+        self._post_receives_early(actions, st)
         for i, a in enumerate(actions):
             if self.fault is not None and self.fault[0] == step and i == 1:
                 _inject(self.fault[1], self.rank)
@@ -59,16 +62,41 @@ class Executor:
         c = m.coords(self.rank)
         return m.rank(tp=c.tp, cp=c.cp, dp=c.dp, pp=a.peer[1])
 
-    def _recv(self, a, key: str) -> torch.Tensor:
+    def _known_shape(self, a, st: StepState) -> Optional[Tuple[int, ...]]:
+        """Stage-to-stage shape both sides know in advance (compute.p2p_shape), or None: send a header."""
+        known = getattr(self.compute, "p2p_shape", None)
+        return None if known is None else known(a.module, st.step, a.mb)
+
+    def _post_receives_early(self, actions, st: StepState) -> None:
+        """Post stage-to-stage receives ahead (comm/inbox.py) when every one of them has a known shape.
+
+        All or nothing: a header-carrying message from the same peer would be taken by an early buffer.
+        """
+        recvs = [a for a in actions if a.kind in ("RECV_F", "RECV_B") and a.peer[0] == a.module]
+        shapes = [self._known_shape(a, st) for a in recvs]
+        if recvs and all(s is not None for s in shapes):
+            self.inbox.expect([(self._peer_rank(a), (a.kind, a.mb), self._peer_rank(a), shape)
+                               for a, shape in zip(recvs, shapes)], self.compute.dtype, self.compute.device)
+
+    def _recv(self, a, key: str, st: StepState) -> torch.Tensor:
+        if (a.kind, a.mb) in self.inbox:
+            return self.inbox.take((a.kind, a.mb))
+        shape = self._known_shape(a, st)
         return recv_tensors([key], self._peer_rank(a), self.compute.dtype, self.compute.device, self.stats,
-                            self.timeout_s)[key]
+                            self.timeout_s, None if shape is None else {key: shape})[key]
+
+    def _send(self, a, key: str, t: torch.Tensor, st: StepState) -> None:
+        shape = self._known_shape(a, st)
+        if shape is not None and tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{a}: sending shape {tuple(t.shape)} but compute.p2p_shape promised {tuple(shape)}")
+        send_tensors({key: t}, self._peer_rank(a), self.outbox, self.stats, header=shape is None)
 
     # ---- receives and sends: P2P within a module, the bridge between modules ----
     def _recv_f(self, a, st: StepState) -> None:
         pmod = a.peer[0]
         c = self.compute
         if pmod == a.module:
-            got = self._recv(a, a.module)
+            got = self._recv(a, a.module, st)
             grad = st.train and (a.module == LANG or not self.plan.modules[a.module].frozen)
         else:
             got = self.bridges[pmod].recv_forward(c.language_rows(pmod, st.step, a.mb), c.hidden, c.dtype, c.device)
@@ -78,14 +106,14 @@ class Executor:
     def _send_f(self, a, st: StepState) -> None:
         out = st.outputs[a.mb] if st.train else st.outputs.pop(a.mb)
         if a.peer[0] == a.module:
-            send_tensors({a.module: out}, self._peer_rank(a), self.outbox, self.stats)
+            self._send(a, a.module, out, st)
         else:
             self.bridges[a.module].send_forward(out, self.compute.encoder_rows(a.module, st.step, a.mb))
 
     def _recv_b(self, a, st: StepState) -> None:
         c = self.compute
         if a.peer[0] == a.module:
-            st.out_grads[a.mb] = self._recv(a, a.module)
+            st.out_grads[a.mb] = self._recv(a, a.module, st)
         else:
             rows = c.encoder_rows(a.module, st.step, a.mb)
             st.out_grads[a.mb] = self.bridges[a.module].recv_backward(rows, c.hidden, c.dtype, c.device)
@@ -95,7 +123,7 @@ class Executor:
         x = st.inputs[a.mb].pop(pmod)
         g = x.grad if x.grad is not None else torch.zeros_like(x)
         if pmod == a.module:
-            send_tensors({pmod: g}, self._peer_rank(a), self.outbox, self.stats)
+            self._send(a, pmod, g, st)
         else:
             self.bridges[pmod].send_backward(g, self.compute.language_rows(pmod, st.step, a.mb))
 

@@ -1,0 +1,94 @@
+"""Raw per-rank timings of the chain session -> the ratios `mimo-run bench` reports.
+
+- vs torch: median step time of torch's Schedule1F1B / ours (throughput ratio), and the spread of
+  the per-repetition ratios (each repetition ran both back to back);
+- makespan ratio: our median step time / the simulator's makespan for our own lists, with costs
+  from the same run (median F and B per stage, reduce and optimizer step from the trace, one-way
+  message latency from a ping-pong of an activation-sized tensor);
+- overhead per action: with tiny tensors, (step time - the compute-only makespan) / actions per rank;
+- bubble vs microbatches: measured idle share of ranks x step time, next to (p-1)/(m+p-1).
+"""
+
+from dataclasses import replace
+from typing import Dict, List
+
+from mimo_runtime.bench.chain import LANG, ChainConfig, chain_plan
+from mimo_runtime.bench.stats import median, ratio_spread, spread, step_spans
+from mimo_runtime.schedule import B, F, OPT_STEP, REDUCE_GRADS, Costs, build_schedule, simulate
+
+
+def measured_costs(ranks: List[dict], latency: float = 0.0) -> Costs:
+    """Median per-action compute times of each stage (rank r is stage r), as simulator costs."""
+    def per_stage(kind: str) -> Dict[tuple, float]:
+        return {(LANG, r): median(d["actions"][kind]) if d["actions"].get(kind) else 0.0 for r, d in enumerate(ranks)}
+
+    return Costs(forward=per_stage(F), backward=per_stage(B), reduce_grads=per_stage(REDUCE_GRADS),
+                 opt_step=per_stage(OPT_STEP), latency=latency)
+
+
+def simulated(cfg: ChainConfig, costs: Costs, slack: int = 0):
+    return simulate(build_schedule(chain_plan(cfg), cfg.microbatches, slack=slack), costs)
+
+
+def compare_summary(cfg: ChainConfig, ranks: List[dict], latency: float) -> dict:
+    ours = step_spans([r["ours"] for r in ranks])
+    theirs = step_spans([r["theirs"] for r in ranks])
+    samples = cfg.microbatches * cfg.micro_batch
+    sim = simulated(cfg, measured_costs(ranks, latency))
+    sim_compute = simulated(cfg, measured_costs(ranks))
+    return {
+        "hidden": cfg.hidden,
+        "throughput_ratio": round(median(theirs) / median(ours), 4),  # ours / theirs in samples per second
+        "paired_ratio": ratio_spread(theirs, ours),
+        "ours_step_s": spread(ours), "torch_step_s": spread(theirs),
+        "ours_samples_per_s": round(samples / median(ours), 2), "torch_samples_per_s": round(samples / median(theirs), 2),
+        "makespan_ratio": round(median(ours) / sim.makespan, 4),
+        "makespan_ratio_compute_only": round(median(ours) / sim_compute.makespan, 4),
+        "torch_over_ideal": round(median(theirs) / sim_compute.makespan, 4),
+        "simulated_makespan_s": round(sim.makespan, 6), "compute_only_makespan_s": round(sim_compute.makespan, 6),
+        "one_way_latency_s": round(latency, 6),
+        "median_action_s": {k: round(median(v), 6) for k, v in ranks[0]["actions"].items()},
+        "same_loss": abs(ranks[-1]["ours_loss"] - ranks[-1]["theirs_loss"]) <= 1e-5 * max(1.0, abs(ranks[-1]["ours_loss"])),
+    }
+
+
+def overhead_summary(cfg: ChainConfig, ranks: List[dict]) -> dict:
+    ours = step_spans([r["ours"] for r in ranks])
+    theirs = step_spans([r["theirs"] for r in ranks])
+    compute = simulated(cfg, measured_costs(ranks)).makespan
+    actions = max(r["actions_per_step"] for r in ranks)
+    return {
+        "hidden": cfg.hidden, "layers": cfg.layers, "actions_per_rank": actions,
+        "overhead_per_action_ms": round((median(ours) - compute) / actions * 1e3, 4),
+        "torch_overhead_per_action_ms": round((median(theirs) - compute) / actions * 1e3, 4),
+        "ours_step_s": spread(ours), "torch_step_s": spread(theirs), "compute_only_makespan_s": round(compute, 6),
+    }
+
+
+def bubble_summary(cfg: ChainConfig, by_m: Dict[int, List[dict]]) -> List[dict]:
+    rows = []
+    p = cfg.stages
+    for m, ranks in sorted(by_m.items()):
+        spans = step_spans([r["ours"] for r in ranks])
+        busy = [sum(b) for b in zip(*[r["busy"] for r in ranks])]
+        measured = [1 - b / (p * s) for b, s in zip(busy, spans)]
+        c = replace(cfg, microbatches=m)
+        sim = simulated(c, measured_costs(ranks))
+        rows.append({"microbatches": m, "measured_bubble": round(median(measured), 4),
+                     "simulated_bubble": round(sim.bubble_fraction, 4), "theory": round((p - 1) / (m + p - 1), 4),
+                     "step_s": round(median(spans), 6)})
+    return rows
+
+
+def pipeline_summary(bench, results: List[dict]) -> dict:
+    """All chain numbers from the per-rank results of `pipeline_rank`."""
+    out = {"compare": [], "tiny": None, "bubble": None}
+    for hidden in bench.sizes:
+        cfg = replace(bench.base, hidden=hidden)
+        ranks = [r["compare"][hidden] for r in results]
+        latency = median([r["latency"][hidden] for r in results])
+        out["compare"].append(compare_summary(cfg, ranks, latency))
+    tiny = replace(bench.base, hidden=bench.tiny_hidden, layers=1)
+    out["tiny"] = overhead_summary(tiny, [r["tiny"] for r in results])
+    out["bubble"] = bubble_summary(bench.base, {m: [r["bubble"][m] for r in results] for m in bench.bubble_microbatches})
+    return out

@@ -1,0 +1,122 @@
+"""What each of the 2 chain ranks runs: ours and torch's interleaved, tiny tensors, bubble vs m, latency.
+
+One process launch per benchmark session (importing torch costs more than a whole measurement), and
+each repetition runs ours and theirs back to back in alternating order, so load that drifts on a
+shared machine hits both alike. Every rank returns raw (start, end) pairs on the shared monotonic
+clock plus its own per-action durations; `analysis.py` turns them into ratios.
+"""
+
+import time
+from dataclasses import dataclass, replace
+from typing import Dict, List, Tuple
+
+from mimo_runtime.bench.chain import ChainConfig
+from mimo_runtime.schedule.actions import COMPUTE_KINDS, OPT_STEP, REDUCE_GRADS
+
+BUSY_KINDS = COMPUTE_KINDS + (REDUCE_GRADS, OPT_STEP)
+
+
+@dataclass(frozen=True)
+class PipelineBench:
+    sizes: Tuple[int, ...] = (512, 64)  # hidden sizes compared with torch
+    reps: int = 30
+    warmup: int = 3
+    tiny_hidden: int = 8
+    tiny_reps: int = 40
+    bubble_microbatches: Tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    bubble_reps: int = 5
+    base: ChainConfig = ChainConfig()
+
+
+def _timed(step, s: int) -> Tuple[float, float]:
+    import torch.distributed as dist
+
+    dist.barrier()
+    t0 = time.perf_counter()
+    step(s)
+    return t0, time.perf_counter()
+
+
+def _durations(runner) -> Dict[str, List[float]]:
+    """Per action kind on this rank (F, B, SEND_F, ...), from the executor's trace of the last step."""
+    out: Dict[str, List[float]] = {}
+    for action, (_, t0, t1) in zip(runner.actions, runner.trace):
+        out.setdefault(action.kind, []).append(t1 - t0)
+    return out
+
+
+def _busy(runner) -> float:
+    return sum(t1 - t0 for action, (_, t0, t1) in zip(runner.actions, runner.trace) if action.kind in BUSY_KINDS)
+
+
+def compare(cfg: ChainConfig, rank: int, reps: int, warmup: int, slack: int = 0) -> dict:
+    """Interleaved repetitions of ours and torch's on identical stages."""
+    from mimo_runtime.bench.runners import both
+
+    ours, theirs = both(cfg, rank, slack)
+    for s in range(warmup):
+        _timed(ours.step, s)
+        _timed(theirs.step, s)
+    out = {"ours": [], "theirs": [], "actions": {}, "busy": [], "ours_loss": 0.0, "theirs_loss": 0.0,
+           "actions_per_step": len(ours.actions)}
+    for r in range(reps):
+        order = (("ours", ours), ("theirs", theirs)) if r % 2 == 0 else (("theirs", theirs), ("ours", ours))
+        for name, runner in order:
+            out[name].append(_timed(runner.step, warmup + r))
+            if name == "ours":
+                for kind, ds in _durations(ours).items():
+                    out["actions"].setdefault(kind, []).extend(ds)
+                out["busy"].append(_busy(ours))
+    out["ours_loss"], out["theirs_loss"] = ours.loss, theirs.loss
+    return out
+
+
+def ours_only(cfg: ChainConfig, rank: int, reps: int, warmup: int) -> dict:
+    from mimo_runtime.bench.chain import build_stage
+    from mimo_runtime.bench.runners import OursChain
+
+    ours = OursChain(cfg, rank, build_stage(cfg, rank))
+    for s in range(warmup):
+        _timed(ours.step, s)
+    out = {"ours": [], "actions": {}, "busy": [], "actions_per_step": len(ours.actions)}
+    for r in range(reps):
+        out["ours"].append(_timed(ours.step, warmup + r))
+        for kind, ds in _durations(ours).items():
+            out["actions"].setdefault(kind, []).extend(ds)
+        out["busy"].append(_busy(ours))
+    return out
+
+
+def one_way_latency(cfg: ChainConfig, rank: int, reps: int = 50) -> float:
+    """Seconds for one activation-sized message, receive posted first (what the executor's inbox does)."""
+    import torch
+    import torch.distributed as dist
+
+    buf = torch.zeros(cfg.micro_batch, cfg.hidden)
+    peer = 1 - rank
+    dist.barrier()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        if rank == 0:
+            dist.send(buf, peer)
+            dist.recv(buf, peer)
+        else:
+            dist.recv(buf, peer)
+            dist.send(buf, peer)
+    return (time.perf_counter() - t0) / (2 * reps)
+
+
+def pipeline_rank(rank: int, world_size: int, bench: PipelineBench) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    result: Dict[str, object] = {"compare": {}, "latency": {}}
+    for hidden in bench.sizes:
+        cfg = replace(bench.base, hidden=hidden)
+        result["compare"][hidden] = compare(cfg, rank, bench.reps, bench.warmup)
+        result["latency"][hidden] = one_way_latency(cfg, rank)
+    tiny = replace(bench.base, hidden=bench.tiny_hidden, layers=1)
+    result["tiny"] = compare(tiny, rank, bench.tiny_reps, bench.warmup)
+    result["bubble"] = {m: ours_only(replace(bench.base, microbatches=m), rank, bench.bubble_reps, 1)
+                        for m in bench.bubble_microbatches}
+    return result

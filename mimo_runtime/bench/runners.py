@@ -1,0 +1,88 @@
+"""One chain rank under each runtime: ours (schedule lists + comm + Executor) and torch's Schedule1F1B.
+
+Both start from identical stage weights and take an SGD step after every pipeline step, so the
+work per step is the same; `step(s)` runs global batch s and returns when this rank is done.
+"""
+
+import copy
+from typing import Callable, List, Tuple
+
+import torch
+
+from mimo_runtime.bench.chain import LANG, ChainCompute, ChainConfig, batch, build_stage, chain_loss, chain_plan
+from mimo_runtime.schedule import build_schedule
+from mimo_runtime.train.executor import Executor
+
+LR = 1e-3
+
+
+class OursChain:
+    def __init__(self, cfg: ChainConfig, rank: int, module: torch.nn.Module, timeout_s: float = 60.0,
+                 slack: int = 0):
+        self.cfg, self.rank, self.module = cfg, rank, module
+        self.plan = chain_plan(cfg)
+        self.opt = torch.optim.SGD(module.parameters(), lr=LR)
+        self.compute = ChainCompute(cfg, rank, module)
+        self.executor = Executor(self.plan, rank, self.compute, timeout_s, {LANG: True}, self._opt_step)
+        self.schedule = build_schedule(self.plan, cfg.microbatches, slack=slack)
+        self.actions = self.schedule.for_rank(self.plan, rank)
+        self.loss = 0.0
+
+    def _opt_step(self, st) -> None:
+        self.loss = st.loss_sum
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def step(self, s: int) -> None:
+        self.executor.trace.clear()
+        self.executor.run_step(self.actions, s)
+
+    @property
+    def trace(self) -> List[Tuple[str, float, float]]:
+        return self.executor.trace
+
+
+class TorchChain:
+    def __init__(self, cfg: ChainConfig, rank: int, module: torch.nn.Module):
+        from torch.distributed.pipelining import PipelineStage, Schedule1F1B
+
+        self.cfg, self.rank, self.module = cfg, rank, module
+        self.opt = torch.optim.SGD(module.parameters(), lr=LR)
+        shape = (cfg.micro_batch, cfg.hidden)
+        # Example shapes skip torch's shape-inference round trip, as known shapes skip ours.
+        stage = PipelineStage(module, rank, cfg.stages, torch.device("cpu"),
+                              input_args=(torch.empty(shape, requires_grad=rank > 0),),
+                              output_args=torch.empty(shape, requires_grad=True))
+        self.schedule = Schedule1F1B(stage, cfg.microbatches, loss_fn=chain_loss)
+        self.loss = 0.0
+
+    def step(self, s: int) -> None:
+        x, target = batch(self.cfg, s)
+        if self.rank == 0:
+            self.schedule.step(x)
+        elif self.rank == self.cfg.stages - 1:
+            losses: List[torch.Tensor] = []
+            self.schedule.step(target=target, losses=losses)
+            self.loss = float(sum(l.detach() for l in losses)) / self.cfg.microbatches
+        else:
+            self.schedule.step()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+def both(cfg: ChainConfig, rank: int, slack: int = 0) -> Tuple[OursChain, TorchChain]:
+    """Our runtime and torch's on copies of the same stage."""
+    module = build_stage(cfg, rank)
+    return OursChain(cfg, rank, module, slack=slack), TorchChain(cfg, rank, copy.deepcopy(module))
+
+
+def timed_step(step: Callable[[int], None], s: int) -> float:
+    """Seconds this rank spends in one step, starting together with every other rank."""
+    import time
+
+    import torch.distributed as dist
+
+    dist.barrier()
+    t0 = time.perf_counter()
+    step(s)
+    return time.perf_counter() - t0
