@@ -23,6 +23,8 @@ SHAPES = {
     "vlm-pp2-3rank.yaml": ("tiny-vlm", "non_colocated", {"images": (0, 1, 1, 1, 1), "language": (1, 1, 1, 1, 2)}),
     "lm-pp2-2rank.yaml": ("tiny-lm", "non_colocated", {"language": (0, 1, 1, 1, 2)}),
     "vlm-8rank.yaml": ("tiny-vlm", "non_colocated", {"images": (0, 2, 1, 2, 1), "language": (4, 2, 1, 1, 2)}),
+    "vlm-cp-sp-6rank.yaml": ("tiny-vlm", "non_colocated",
+                             {"images": (0, 1, 1, 2, 1), "language": (2, 2, 2, 1, 1)}),
 }
 
 
