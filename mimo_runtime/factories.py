@@ -39,7 +39,7 @@ def resolve(src: str, field: str, text: str) -> Callable:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         # the module itself missing is a path problem; a missing import *inside* it is the user's code
-        if e.name is not None and module_name.startswith(e.name):
+        if e.name is not None and (module_name == e.name or module_name.startswith(e.name + ".")):
             raise TopologyError(src, field, f"cannot import '{module_name}' for {text} ({e}); is its directory "
                                             f"on PYTHONPATH? (sys.path[0] is {sys.path[0]!r})") from None
         raise TopologyError(src, field, f"importing '{module_name}' for {text} failed: "
