@@ -1,0 +1,123 @@
+"""Per-step metrics, held-out evaluation, progress output, the Chrome trace and its timeline picture."""
+
+import io
+import json
+import os
+
+import pytest
+
+from mimo_runtime.launch.cli import main
+from mimo_runtime.launch.spawn import spawn
+from mimo_runtime.train.metrics import Reporter, format_line
+from tests.checkpoint import runs
+
+RECORD = {"step": 2, "loss": 1.5, "grad_norm": 0.5, "step_time_s": 0.25, "lr": 1e-3, "tokens_per_s": 1024.0,
+          "module_time_s": {"images": 0.01, "language": 0.1}}
+
+
+def records():
+    runs.from_a()
+    with open(runs.path("a.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_metrics_jsonl_has_one_record_per_step_with_module_times():
+    got = records()
+    assert [r["step"] for r in got] == [1, 2, 3]
+    for r in got:
+        assert {"step", "loss", "grad_norm", "lr", "tokens_per_s", "step_time_s", "module_time_s"} <= r.keys()
+        assert set(r["module_time_s"]) == {"images", "language"} and min(r["module_time_s"].values()) > 0
+        assert r["tokens_per_s"] == pytest.approx(8 * 32 / r["step_time_s"])
+    assert [r["loss"] for r in got] == runs.losses(runs.from_a())
+
+
+def test_evaluation_every_k_steps_and_after_the_last():
+    got = records()
+    assert ["eval_loss" in r for r in got] == [False, True, True]
+    for r in got[1:]:
+        assert r["eval_samples"] == 16 and 0.0 <= r["caption_accuracy"] <= 1.0 and r["eval_loss"] > 0
+    assert got[2]["eval_loss"] < got[1]["eval_loss"], "held-out loss follows training"
+
+
+def test_caption_accuracy_gathers_the_vocab_slices_of_tensor_parallel_ranks():
+    from tests.metrics.rank_fns import captions_over_tp
+
+    for (correct, total), full in spawn(captions_over_tp, 2, timeout_s=60, collective_timeout_s=20):
+        assert total == 5 and correct == 3 and full == pytest.approx(3 / 5)
+
+
+def test_trace_has_every_ranks_actions_on_one_clock():
+    runs.from_a()
+    with open(runs.path("trace.json")) as f:
+        events = json.load(f)["traceEvents"]
+    spans = [e for e in events if e["ph"] == "X"]
+    assert {e["pid"] for e in spans} == {0, 1, 2, 3}
+    names = {e["pid"]: e["args"]["name"] for e in events if e["name"] == "process_name"}
+    assert names[0] == "rank 0: images stage 0" and names[3] == "rank 3: language stage 0"
+    for rank in range(4):
+        mine = [e for e in spans if e["pid"] == rank and e["args"]["phase"] == "train"]
+        assert {e["args"]["step"] for e in mine} == {0, 1, 2}
+        assert {"F", "B", "OPT_STEP"} <= {e["args"]["kind"] for e in mine}
+    assert any(e["args"]["phase"] == "eval" for e in spans)
+    # one clock: the language rank's F0 starts after the encoder sent microbatch 0 and takes it in
+    send = min(e["ts"] for e in spans if e["pid"] == 0 and e["name"].startswith("SEND_F0"))
+    recv_end = min(e["ts"] + e["dur"] for e in spans if e["pid"] == 2 and e["name"].startswith("RECV_F0"))
+    assert recv_end > send
+
+
+def test_timeline_png_from_the_trace(capsys):
+    runs.from_a()
+    png = runs.path("timeline.png")
+    assert main(["timeline", runs.path("trace.json"), "-o", png]) == 0
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    out = capsys.readouterr().out
+    assert all(f"rank {r}" in out for r in range(4)) and "compute" in out
+
+
+def test_timeline_of_a_file_that_is_not_a_trace_is_one_error_line(tmp_path, capsys):
+    bad = tmp_path / "metrics.json"
+    bad.write_text('{"step": 1}')
+    assert main(["timeline", str(bad), "-o", str(tmp_path / "t.png")]) == 2
+    assert capsys.readouterr().err == f"error: {bad}: no traceEvents list: not a Chrome trace\n"
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(tmp_path):
+    out = io.StringIO()
+    r = Reporter(str(tmp_path / "m.jsonl"), progress=True, out=out)
+    r.start(10, 1)
+    r.report(RECORD)
+    r.close()
+    assert out.getvalue() == format_line(RECORD, 10) + "\n"
+    assert "1024 tok/s" in out.getvalue()
+    assert json.loads((tmp_path / "m.jsonl").read_text()) == RECORD
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_shows_loss_and_throughput():
+    out = _Terminal()
+    r = Reporter(None, progress=True, out=out)
+    r.start(10, 1)
+    r.report(RECORD)
+    r.close()
+    text = out.getvalue()
+    assert "2/10" in text and "loss 1.5000" in text and "1024 tok/s" in text
+
+
+def test_tensorboard_logs_when_installed_and_is_one_error_line_otherwise(tmp_path, capsys):
+    from mimo_runtime.train.metrics import tensorboard_available
+
+    if tensorboard_available():
+        r = Reporter(None, progress=False, tensorboard_dir=str(tmp_path / "tb"))
+        r.start(10, 1)
+        r.report(RECORD)
+        r.close()
+        assert any(name.startswith("events.") for name in os.listdir(tmp_path / "tb"))
+        return
+    assert main(["train", "topologies/vlm-2rank.yaml", "--tensorboard", str(tmp_path / "tb")]) == 2
+    assert capsys.readouterr().err == \
+        "error: --tensorboard: the tensorboard package is not installed (pip install tensorboard)\n"
