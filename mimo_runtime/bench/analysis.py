@@ -42,6 +42,7 @@ def compare_summary(cfg: ChainConfig, ranks: List[dict], latency: float) -> dict
         "paired_ratio": ratio_spread(theirs, ours),
         "ours_step_s": spread(ours), "torch_step_s": spread(theirs),
         "ours_samples_per_s": round(samples / median(ours), 2), "torch_samples_per_s": round(samples / median(theirs), 2),
+        "cpu_ratio": _cpu_ratio(ranks),
         "makespan_ratio": round(median(ours) / sim.makespan, 4),
         "makespan_ratio_compute_only": round(median(ours) / sim_compute.makespan, 4),
         "torch_over_ideal": round(median(theirs) / sim_compute.makespan, 4),
@@ -49,7 +50,25 @@ def compare_summary(cfg: ChainConfig, ranks: List[dict], latency: float) -> dict
         "one_way_latency_s": round(latency, 6),
         "median_action_s": {k: round(median(v), 6) for k, v in ranks[0]["actions"].items()},
         "same_loss": abs(ranks[-1]["ours_loss"] - ranks[-1]["theirs_loss"]) <= 1e-5 * max(1.0, abs(ranks[-1]["ours_loss"])),
-    }
+    } | _slack(ranks, theirs, samples)
+
+
+def _cpu_ratio(ranks: List[dict]):
+    """torch's CPU seconds per step / ours, both ranks summed: the runtime's work, which load does not scale."""
+    if "ours_cpu" not in ranks[0]:
+        return None
+    ours = [sum(c) for c in zip(*[r["ours_cpu"] for r in ranks])]
+    theirs = [sum(c) for c in zip(*[r["theirs_cpu"] for r in ranks])]
+    return round(median(theirs) / median(ours), 4)
+
+
+def _slack(ranks: List[dict], theirs: List[float], samples: int) -> dict:
+    """Ours with extra warm-up forwards (schedule `slack`), when the session timed it."""
+    if "ours_slack" not in ranks[0]:
+        return {}
+    slack = step_spans([r["ours_slack"] for r in ranks])
+    return {"slack_throughput_ratio": round(median(theirs) / median(slack), 4), "ours_slack_step_s": spread(slack),
+            "slack_paired_ratio": ratio_spread(theirs, slack)}
 
 
 def overhead_summary(cfg: ChainConfig, ranks: List[dict]) -> dict:

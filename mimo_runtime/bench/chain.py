@@ -24,6 +24,8 @@ class ChainConfig:
     microbatches: int = 8
     micro_batch: int = 4  # rows per microbatch
     seed: int = 0
+    device: str = "cpu"  # "cuda:<rank>" in benchmarks/gpu_pipeline.py
+    linear: str = "torch"  # or "te": transformer-engine's Linear (GPU only)
 
 
 def chain_plan(cfg: ChainConfig) -> Plan:
@@ -38,19 +40,28 @@ def build_stage(cfg: ChainConfig, stage: int) -> torch.nn.Sequential:
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage)
     layers: List[torch.nn.Module] = []
     for _ in range(cfg.layers):
-        lin = torch.nn.Linear(cfg.hidden, cfg.hidden)
+        lin = _linear(cfg)
         with torch.no_grad():
             lin.weight.copy_(torch.randn(cfg.hidden, cfg.hidden, generator=gen) / cfg.hidden ** 0.5)
             lin.bias.zero_()
         layers += [lin, torch.nn.GELU()]
-    return torch.nn.Sequential(*layers)
+    return torch.nn.Sequential(*layers).to(cfg.device)
+
+
+def _linear(cfg: ChainConfig) -> torch.nn.Module:
+    if cfg.linear == "te":
+        import transformer_engine.pytorch as te  # optional GPU extra, imported only when asked for
+
+        return te.Linear(cfg.hidden, cfg.hidden, bias=True, device=cfg.device)
+    return torch.nn.Linear(cfg.hidden, cfg.hidden)
 
 
 def batch(cfg: ChainConfig, step: int):
     """(inputs, targets) of one step: microbatches x micro_batch rows, the same on every rank."""
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
     rows = cfg.microbatches * cfg.micro_batch
-    return torch.randn(rows, cfg.hidden, generator=gen), torch.randn(rows, cfg.hidden, generator=gen)
+    x, y = torch.randn(rows, cfg.hidden, generator=gen), torch.randn(rows, cfg.hidden, generator=gen)
+    return x.to(cfg.device), y.to(cfg.device)
 
 
 def chain_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -65,10 +76,10 @@ class ChainCompute:
     """
 
     dtype = torch.float32
-    device = torch.device("cpu")
 
     def __init__(self, cfg: ChainConfig, stage: int, module: torch.nn.Module):
         self.cfg, self.stage, self.module = cfg, stage, module
+        self.device = torch.device(cfg.device)
         self.hidden = cfg.hidden
         self._step, self._data = -1, None
 

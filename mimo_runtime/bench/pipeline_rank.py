@@ -25,16 +25,21 @@ class PipelineBench:
     tiny_reps: int = 40
     bubble_microbatches: Tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     bubble_reps: int = 5
+    slack: int = 1  # also time ours with this many extra warm-up forwards (0: skip)
     base: ChainConfig = ChainConfig()
 
 
-def _timed(step, s: int) -> Tuple[float, float]:
+def _timed(step, s: int, cpu: List[float] = None) -> Tuple[float, float]:
+    """(start, end) of one step on the shared monotonic clock; appends this process's CPU seconds to `cpu`."""
     import torch.distributed as dist
 
     dist.barrier()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     step(s)
-    return t0, time.perf_counter()
+    t1 = time.perf_counter()
+    if cpu is not None:
+        cpu.append(time.process_time() - c0)  # every thread, gloo's included: the work, whatever the load
+    return t0, t1
 
 
 def _durations(runner) -> Dict[str, List[float]]:
@@ -50,19 +55,27 @@ def _busy(runner) -> float:
 
 
 def compare(cfg: ChainConfig, rank: int, reps: int, warmup: int, slack: int = 0) -> dict:
-    """Interleaved repetitions of ours and torch's on identical stages."""
-    from mimo_runtime.bench.runners import both
+    """Interleaved repetitions of ours and torch's on identical stages (and ours with `slack`, if > 0).
 
-    ours, theirs = both(cfg, rank, slack)
+    The order rotates every repetition so no runtime always runs first (or right after another).
+    """
+    from mimo_runtime.bench.chain import build_stage
+    from mimo_runtime.bench.runners import OursChain, both
+
+    ours, theirs = both(cfg, rank)
+    runners = {"ours": ours, "theirs": theirs}
+    if slack:
+        runners["ours_slack"] = OursChain(cfg, rank, build_stage(cfg, rank), slack=slack)
     for s in range(warmup):
-        _timed(ours.step, s)
-        _timed(theirs.step, s)
-    out = {"ours": [], "theirs": [], "actions": {}, "busy": [], "ours_loss": 0.0, "theirs_loss": 0.0,
-           "actions_per_step": len(ours.actions)}
+        for runner in runners.values():
+            _timed(runner.step, s)
+    out = {name: [] for name in runners}
+    out.update({f"{name}_cpu": [] for name in runners})
+    out.update(actions={}, busy=[], actions_per_step=len(ours.actions))
+    names = list(runners)
     for r in range(reps):
-        order = (("ours", ours), ("theirs", theirs)) if r % 2 == 0 else (("theirs", theirs), ("ours", ours))
-        for name, runner in order:
-            out[name].append(_timed(runner.step, warmup + r))
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            out[name].append(_timed(runners[name].step, warmup + r, out[f"{name}_cpu"]))
             if name == "ours":
                 for kind, ds in _durations(ours).items():
                     out["actions"].setdefault(kind, []).extend(ds)
@@ -113,7 +126,7 @@ def pipeline_rank(rank: int, world_size: int, bench: PipelineBench) -> dict:
     result: Dict[str, object] = {"compare": {}, "latency": {}}
     for hidden in bench.sizes:
         cfg = replace(bench.base, hidden=hidden)
-        result["compare"][hidden] = compare(cfg, rank, bench.reps, bench.warmup)
+        result["compare"][hidden] = compare(cfg, rank, bench.reps, bench.warmup, bench.slack)
         result["latency"][hidden] = one_way_latency(cfg, rank)
     tiny = replace(bench.base, hidden=bench.tiny_hidden, layers=1)
     result["tiny"] = compare(tiny, rank, bench.tiny_reps, bench.warmup)

@@ -5,7 +5,7 @@ work per step is the same; `step(s)` runs global batch s and returns when this r
 """
 
 import copy
-from typing import Callable, List, Tuple
+from typing import List, Tuple
 
 import torch
 
@@ -50,9 +50,10 @@ class TorchChain:
         self.opt = torch.optim.SGD(module.parameters(), lr=LR)
         shape = (cfg.micro_batch, cfg.hidden)
         # Example shapes skip torch's shape-inference round trip, as known shapes skip ours.
-        stage = PipelineStage(module, rank, cfg.stages, torch.device("cpu"),
-                              input_args=(torch.empty(shape, requires_grad=rank > 0),),
-                              output_args=torch.empty(shape, requires_grad=True))
+        device = torch.device(cfg.device)
+        stage = PipelineStage(module, rank, cfg.stages, device,
+                              input_args=(torch.empty(shape, device=device, requires_grad=rank > 0),),
+                              output_args=torch.empty(shape, device=device, requires_grad=True))
         self.schedule = Schedule1F1B(stage, cfg.microbatches, loss_fn=chain_loss)
         self.loss = 0.0
 
@@ -75,14 +76,3 @@ def both(cfg: ChainConfig, rank: int, slack: int = 0) -> Tuple[OursChain, TorchC
     module = build_stage(cfg, rank)
     return OursChain(cfg, rank, module, slack=slack), TorchChain(cfg, rank, copy.deepcopy(module))
 
-
-def timed_step(step: Callable[[int], None], s: int) -> float:
-    """Seconds this rank spends in one step, starting together with every other rank."""
-    import time
-
-    import torch.distributed as dist
-
-    dist.barrier()
-    t0 = time.perf_counter()
-    step(s)
-    return time.perf_counter() - t0
