@@ -17,6 +17,7 @@ from mimo_runtime.launch.ray.placement import RankSlot, actor_options
 from mimo_runtime.launch.spawn import RankFailure
 
 POLL_S = 0.5
+START_TIMEOUT_S = 300.0  # placed actors only need a worker process and their imports to start
 CAUSE_GRACE_S = 15.0  # after a peer error, how long to wait for the rank that caused it (Ray reports a
 # dead actor through the GCS, which takes seconds on a loaded machine)
 
@@ -32,12 +33,12 @@ def run_attempt(fn: Callable, args: Sequence[Any], slots: List[RankSlot], bundle
         **actor_options(bundles[s.group])).remote(s.rank, world, describe(s.rank), env) for s in slots]
     where: Dict[int, dict] = {}
     try:
-        started = _gather([a.where.remote() for a in actors], describe, where, collective_timeout_s + 60.0)
+        started = _gather([a.where.remote() for a in actors], describe, where, START_TIMEOUT_S)
         where.update({w["rank"]: w for w in started})
         for w in started:
             out.write(f"rank {w['rank']} ({describe(w['rank'])}) on node {w['node_id'][:8]} "
                       f"{w['node_ip']} pid {w['pid']}\n")
-        port = _gather([actors[0].free_port.remote()], describe, where, 60.0)[0]
+        port = _gather([actors[0].free_port.remote()], describe, where, START_TIMEOUT_S)[0]
         local = _local_ranks(started)
         refs = [a.run.remote(where[0]["node_ip"], port, local[r], collective_timeout_s, fn, args)
                 for r, a in enumerate(actors)]

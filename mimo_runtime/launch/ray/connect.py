@@ -45,7 +45,7 @@ def connect(address: Optional[str], local_resources: Mapping[str, float], num_cp
         ray.init(num_cpus=num_cpus, resources=dict(local_resources) or None, include_dashboard=False,
                  _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
         return f"a local Ray instance on 127.0.0.1 ({num_cpus} CPUs, resources {dict(local_resources)})"
-    _probe(target)
+    check_reachable(target)
     try:
         ray.init(address=target, log_to_driver=True, configure_logging=False)
     except ConnectionError as e:
@@ -53,7 +53,7 @@ def connect(address: Optional[str], local_resources: Mapping[str, float], num_cp
     return f"the Ray cluster at {target}"
 
 
-def _probe(target: str, timeout_s: float = 10.0) -> None:
+def check_reachable(target: str, timeout_s: float = 10.0) -> None:
     """Fail fast on a HOST:PORT nobody listens on: `ray.init` would retry it forever."""
     host, _, port = target.rpartition(":")
     if "://" in target or not port.isdigit():

@@ -1,10 +1,13 @@
-"""Placement groups from topology resources, and the errors for what a cluster cannot place (no Ray)."""
+"""Ray launcher pieces that need no cluster: placement groups from topology resources, what a cluster
+cannot place, addresses, metrics across restarts, the config and environment of restarted ranks."""
 
 import dataclasses
 import io
 
 import pytest
 
+from mimo_runtime.errors import ArgumentError
+from mimo_runtime.launch.ray.connect import check_reachable
 from mimo_runtime.launch.ray.driver import actor_env
 from mimo_runtime.launch.ray.metrics import MetricsSink
 from mimo_runtime.launch.ray.netaddr import gloo_interface, is_loopback
@@ -97,3 +100,10 @@ def test_an_injected_fault_stands_for_a_transient_crash_and_is_not_repeated_on_r
     monkeypatch.setenv("MIMO_OTHER", "x")
     assert actor_env(0)["MIMO_INJECT_FAULT"] == "2:1:exit"
     assert "MIMO_INJECT_FAULT" not in actor_env(1) and actor_env(1)["MIMO_OTHER"] == "x"
+
+
+def test_an_address_where_no_cluster_listens_fails_at_once_instead_of_retrying_forever():
+    with pytest.raises(ArgumentError, match=r"^--address: no Ray cluster answers at 127\.0\.0\.1:9: "):
+        check_reachable("127.0.0.1:9", timeout_s=5)
+    check_reachable("auto")  # Ray resolves these itself
+    check_reachable("ray://10.0.0.5:10001")
