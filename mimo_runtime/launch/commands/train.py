@@ -78,8 +78,8 @@ def run(args) -> int:
     from mimo_runtime.topology import load_topology
 
     topology = load_topology(args.topology)
-    cfg = run_config(args, topology)
     preflight(topology)  # model/data factories import here once, before any rank starts
+    cfg = run_config(args, topology)
     if args.ray:
         return _run_on_ray(args, topology, cfg)
     for flag, value in (("--address", args.address), ("--max-restarts", args.max_restarts)):
