@@ -75,7 +75,7 @@ def optimizer_scalars(optimizers: Dict[str, torch.optim.Optimizer]) -> Dict[str,
     for module, opt in optimizers.items():
         for p in _optimizer_params(opt):
             for name, value in opt.state.get(p, {}).items():
-                if torch.is_tensor(value) and value.dim() == 0 or isinstance(value, (int, float)):
+                if (torch.is_tensor(value) and value.dim() == 0) or isinstance(value, (int, float)):
                     v = float(value)
                     seen = out.setdefault(module, {}).setdefault(name, v)
                     if seen != v:

@@ -37,7 +37,7 @@ def train_rank(rank: int, world_size: int, topology: Topology, cfg: RunConfig) -
         result.start_step = _resume(rt, cfg, reporter)
     recorder = trace.TraceRecorder(rank) if cfg.trace_path else None
     held_out = evaluate.held_out_feeder(rt) if cfg.eval_every else None
-    tokens = metrics.tokens_per_step(rt.plan.global_batch, rt.dataset.seq_length)
+    tokens = metrics.tokens_per_step(rt.plan.global_batch, rt.model_facts()[1] or rt.dataset.seq_length)
     if reporter:
         reporter.start(cfg.steps, result.start_step)
     for step in range(result.start_step, cfg.steps):
