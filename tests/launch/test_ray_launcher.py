@@ -31,8 +31,9 @@ def test_each_rank_runs_on_the_node_its_module_asks_for_with_torchrun_losses(ray
     assert [json.loads(line)["loss"] for line in metrics.read_text().splitlines()] == torchrun_losses
     # Every rank's log lines reach the driver with the rank and module in front; progress is shown.
     logs = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # Ray colours the prefixes
-    assert re.search(r"\(rank2 language stage 0 pid=\d+[^)]*\) joining the process group at 127\.0\.0\.1:\d+ as rank "
-                     r"2/3 \(local rank 1, gloo on lo\)", logs), logs
+    for rank, module, local in ((0, "images", 0), (1, "language", 0), (2, "language", 1)):
+        assert re.search(rf"\(rank{rank} {module} stage 0 pid=\d+[^)]*\) joining the process group at 127\.0\.0\.1:\d+ "
+                         rf"as rank {rank}/3 \(local rank {local}, gloo on lo\)", logs), logs
     assert f"step {STEPS}/{STEPS}  loss" in proc.stderr
 
 

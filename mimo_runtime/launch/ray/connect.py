@@ -21,8 +21,10 @@ from mimo_runtime.launch.ray.netaddr import is_loopback
 _SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def keep_loopback(address: Optional[str]) -> None:
-    """Call before the first `import ray`: keep a loopback target (or a local Ray) on 127.0.0.1."""
+def prepare_driver_env(address: Optional[str]) -> None:
+    """Call before the first `import ray`: keep a loopback target (or a local Ray) on 127.0.0.1, and
+    show every rank's log lines (Ray folds lines that differ only in numbers, such as rank ids)."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     target = address or os.environ.get("RAY_ADDRESS")
     if (target is None or is_loopback(target)) and "ray" not in sys.modules:
         os.environ.setdefault(_SINGLE_MACHINE, "0")
@@ -34,7 +36,7 @@ def connect(address: Optional[str], local_resources: Mapping[str, float], num_cp
     `local_resources`/`num_cpus` only shape a local instance (so a topology's custom resources exist).
     Returns a one-line description of the cluster for the progress output.
     """
-    keep_loopback(address)
+    prepare_driver_env(address)
     import ray
 
     target = address or os.environ.get("RAY_ADDRESS")

@@ -54,10 +54,10 @@ def run_job(fn: Callable, args_for: Callable[[int], Sequence[Any]], topology: To
             max_restarts: int = 0, placement_timeout_s: float = 60.0, job_timeout_s: float = 24 * 3600.0,
             on_progress: Callable[[List[str]], None] = lambda lines: None, out: TextIO = sys.stderr) -> RayRun:
     """Run `fn(rank, world_size, *args_for(attempt))` on one Ray actor per rank of `plan`."""
-    from mimo_runtime.launch.ray.connect import connect, keep_loopback
+    from mimo_runtime.launch.ray.connect import connect, prepare_driver_env
     from mimo_runtime.launch.ray.placement import create_groups, rank_bundle, rank_slots
 
-    keep_loopback(address)
+    prepare_driver_env(address)
     # Import everything the driver needs before `ray.init`: inside `ray job submit`, connecting makes
     # Ray unpack the job's working directory again, and for a moment its files are missing.
     import ray
