@@ -41,7 +41,8 @@ def compare_summary(cfg: ChainConfig, ranks: List[dict], latency: float) -> dict
         "throughput_ratio": round(median(theirs) / median(ours), 4),  # ours / theirs in samples per second
         "paired_ratio": ratio_spread(theirs, ours),
         "ours_step_s": spread(ours), "torch_step_s": spread(theirs),
-        "ours_samples_per_s": round(samples / median(ours), 2), "torch_samples_per_s": round(samples / median(theirs), 2),
+        "ours_samples_per_s": round(samples / median(ours), 2),
+        "torch_samples_per_s": round(samples / median(theirs), 2),
         "cpu_ratio": _cpu_ratio(ranks),
         "makespan_ratio": round(median(ours) / sim.makespan, 4),
         "makespan_ratio_compute_only": round(median(ours) / sim_compute.makespan, 4),
@@ -49,8 +50,12 @@ def compare_summary(cfg: ChainConfig, ranks: List[dict], latency: float) -> dict
         "simulated_makespan_s": round(sim.makespan, 6), "compute_only_makespan_s": round(sim_compute.makespan, 6),
         "one_way_latency_s": round(latency, 6),
         "median_action_s": {k: round(median(v), 6) for k, v in ranks[0]["actions"].items()},
-        "same_loss": abs(ranks[-1]["ours_loss"] - ranks[-1]["theirs_loss"]) <= 1e-5 * max(1.0, abs(ranks[-1]["ours_loss"])),
-    } | _slack(ranks, theirs, samples)
+        "same_loss": _same(ranks[-1]["ours_loss"], ranks[-1]["theirs_loss"]),
+    } | _slack(ranks, theirs)
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-5 * max(1.0, abs(a))
 
 
 def _cpu_ratio(ranks: List[dict]):
@@ -62,7 +67,7 @@ def _cpu_ratio(ranks: List[dict]):
     return round(median(theirs) / median(ours), 4)
 
 
-def _slack(ranks: List[dict], theirs: List[float], samples: int) -> dict:
+def _slack(ranks: List[dict], theirs: List[float]) -> dict:
     """Ours with extra warm-up forwards (schedule `slack`), when the session timed it."""
     if "ours_slack" not in ranks[0]:
         return {}
@@ -109,5 +114,6 @@ def pipeline_summary(bench, results: List[dict]) -> dict:
         out["compare"].append(compare_summary(cfg, ranks, latency))
     tiny = replace(bench.base, hidden=bench.tiny_hidden, layers=1)
     out["tiny"] = overhead_summary(tiny, [r["tiny"] for r in results])
-    out["bubble"] = bubble_summary(bench.base, {m: [r["bubble"][m] for r in results] for m in bench.bubble_microbatches})
+    by_m = {m: [r["bubble"][m] for r in results] for m in bench.bubble_microbatches}
+    out["bubble"] = bubble_summary(bench.base, by_m)
     return out
