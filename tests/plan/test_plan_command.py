@@ -75,7 +75,7 @@ def test_malformed_world_size_is_one_line(value):
 def test_missing_topology_argument_is_one_line():
     proc = mimo_run("plan")
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == ["error: the following arguments are required: topology"]
+    assert proc.stderr.splitlines() == ["error: topology: a topology file is required (or --auto --world-size N --model PRESET)"]
 
 
 def test_missing_file_is_one_line():
