@@ -96,10 +96,10 @@ def test_corrupt_or_mismatched_checkpoints_fail_with_one_clear_line():
 def test_resuming_another_models_checkpoint_from_the_cli_is_one_line_exit_2(capsys):
     from mimo_runtime.launch.cli import main
 
-    runs.from_a()
+    runs.uninterrupted()
     code = main(["train", "topologies/avlm-4rank.yaml", "--colocated", "--nproc", "1", "--seed", str(runs.SEED),
-                 "--steps", "4", "--checkpoint-dir", runs.path("a"), "--resume", "--timeout", "30"])
+                 "--steps", "8", "--checkpoint-dir", runs.path("full"), "--resume", "--timeout", "30"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err[-1] == f"error: {runs.path('a', 'step_00000003')}: checkpoint is of model 'tiny-vlm' but this run " \
+    assert err[-1] == f"error: {runs.path('full', 'step_00000006')}: checkpoint is of model 'tiny-vlm' but this run " \
                       f"trains 'tiny-avlm'"
