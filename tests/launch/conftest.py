@@ -7,6 +7,7 @@ node offers `llm`: a heterogeneous cluster on one machine.
 Ray runs must equal.
 """
 
+import ctypes
 import json
 import os
 import secrets
@@ -51,6 +52,12 @@ def child_env(**extra: str) -> Dict[str, str]:
     return dict(env, PYTHONWARNINGS="ignore", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=_TOKEN, **extra)
 
 
+def _stop_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG),
+    so a killed test run cannot leave a Ray cluster behind."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def _start_node(args: List[str], log_path: str) -> subprocess.Popen:
     """`ray start --block ...`: it stays in the foreground and stops its processes on SIGTERM."""
     with open(log_path, "w") as log:
@@ -58,7 +65,7 @@ def _start_node(args: List[str], log_path: str) -> subprocess.Popen:
                                  "--node-ip-address=127.0.0.1", "--disable-usage-stats",
                                  "--object-store-memory=100000000", *args],
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
-                                env=child_env())
+                                env=child_env(), preexec_fn=_stop_with_parent)
 
 
 def _stop(proc: subprocess.Popen) -> None:
