@@ -22,6 +22,7 @@ class Inbox:
         self.stats, self.timeout_s, self.depth = stats, timeout_s, depth
         self._plan: Dict[Hashable, Deque[Tuple[Hashable, int, Sequence[int]]]] = {}  # channel -> not yet posted
         self._posted: Dict[Hashable, Tuple[object, torch.Tensor, int, Hashable]] = {}  # item -> (work, buf, src, ch)
+        self._channel: Dict[Hashable, Hashable] = {}  # every expected item not yet taken -> its channel
 
     def expect(self, items: List[Tuple[Hashable, Hashable, int, Sequence[int]]], dtype: torch.dtype,
                device: torch.device) -> None:
@@ -29,22 +30,27 @@ class Inbox:
         self.dtype, self.device = dtype, device
         for channel, item, src, shape in items:
             self._plan.setdefault(channel, deque()).append((item, src, shape))
+            self._channel[item] = channel
         for channel in self._plan:
             self._refill(channel)
 
-    def _refill(self, channel: Hashable) -> None:
+    def _refill(self, channel: Hashable, until: Hashable = None) -> None:
+        """Keep `depth` receives of `channel` posted (more if `until` is still queued: always in order)."""
         queue = self._plan[channel]
         posted = sum(1 for _, _, _, c in self._posted.values() if c == channel)
-        while queue and posted < self.depth:
+        while queue and (posted < self.depth or (until is not None and until not in self._posted)):
             item, src, shape = queue.popleft()
             buf = torch.empty(tuple(shape), dtype=self.dtype, device=self.device)
             self._posted[item] = (dist.irecv(buf, src) if buf.numel() else None, buf, src, channel)
             posted += 1
 
     def __contains__(self, item: Hashable) -> bool:
-        return item in self._posted
+        return item in self._channel
 
     def take(self, item: Hashable) -> torch.Tensor:
+        channel = self._channel.pop(item)
+        if item not in self._posted:  # consumed out of the expected order: post everything before it first
+            self._refill(channel, until=item)
         work, buf, src, channel = self._posted.pop(item)
         if work is not None:
             if not work.wait(timedelta(seconds=self.timeout_s)):
@@ -54,4 +60,4 @@ class Inbox:
         return buf
 
     def idle(self) -> bool:
-        return not self._posted and not any(self._plan.values())
+        return not self._channel
