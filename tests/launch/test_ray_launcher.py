@@ -49,8 +49,8 @@ def test_ray_job_submit_places_ranks_and_matches_torchrun(ray_cluster, torchrun_
 
 
 def test_a_resource_the_cluster_lacks_is_a_clear_error_after_a_bounded_wait(ray_cluster):
-    proc = subprocess.run([sys.executable, "-m", "mimo_runtime.launch", "train", "tests/launch/topologies/needs-h100.yaml",
-                           "--ray", "--address", ray_cluster.address, "--placement-timeout", "3"],
+    proc = subprocess.run([sys.executable, "-m", "mimo_runtime.launch", "train",
+                           "tests/launch/topologies/needs-h100.yaml", "--ray", "--address", ray_cluster.address, "--placement-timeout", "3"],
                           cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[-1] == (

@@ -44,7 +44,8 @@ def test_actor_asks_for_exactly_its_bundle():
 
 
 @pytest.mark.parametrize("bundle,count,reason", [
-    ({"CPU": 1.0, "accelerator_type:H100": 1.0}, 1, "no node offers 'accelerator_type:H100' (the cluster offers CPU, enc, llm, memory)"),
+    ({"CPU": 1.0, "accelerator_type:H100": 1.0}, 1,
+     "no node offers 'accelerator_type:H100' (the cluster offers CPU, enc, llm, memory)"),
     ({"enc": 1.0, "llm": 1.0}, 1, "no single node has all of these at once"),
     ({"CPU": 1.0, "llm": 1.0}, 3, "'llm': the cluster has 2 in all, these ranks need 3"),
     ({"CPU": 1.0, "llm": 1.0}, 2, "the resources exist but are in use"),
@@ -73,8 +74,9 @@ def test_metrics_keep_the_trajectory_that_finished(tmp_path):
     rec = '{{"step": {}, "loss": {}, "grad_norm": 1.0, "step_time_s": 0.1}}'
     sink.add_lines([rec.format(1, 9.0)])  # attempt 1 dies after step 1
     sink.add_lines([rec.format(1, 4.0), rec.format(2, 3.0)])  # attempt 2 restarts from step 0
-    sink.add_final([{"step": s, "loss": l, "grad_norm": 1.0, "step_time_s": 0.1} for s, l in ((1, 4.0), (2, 3.0), (3, 2.0))])
-    assert path.read_text().splitlines() == [rec.format(s, l) for s, l in ((1, 4.0), (2, 3.0), (3, 2.0))]
+    finished = ((1, 4.0), (2, 3.0), (3, 2.0))
+    sink.add_final([{"step": s, "loss": l, "grad_norm": 1.0, "step_time_s": 0.1} for s, l in finished])
+    assert path.read_text().splitlines() == [rec.format(s, l) for s, l in finished]
     assert "step 3/3  loss 2.0000" in progress.getvalue()
 
 
