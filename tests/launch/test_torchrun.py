@@ -22,3 +22,14 @@ def test_torchrun_world_size_that_does_not_match_the_topology_is_one_error_line(
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: --nproc-per-node: torchrun started 2 ranks but the world size of {HETERO} is 3"], \
         proc.stderr[-3000:]
+
+
+def test_a_rank_failing_under_torchrun_is_named_with_its_module():
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc-per-node", "3",
+                           "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+                           "-m", "mimo_runtime.launch", "train", HETERO, "--steps", "2"],
+                          cwd=REPO, env=child_env(MIMO_INJECT_FAULT="1:0:raise"), capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode != 0
+    assert "error: rank 1 (language stage 0) failed: RuntimeError: injected fault on rank 1" in proc.stderr, \
+        proc.stderr[-3000:]
