@@ -22,9 +22,12 @@ _SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def prepare_driver_env(address: Optional[str]) -> None:
-    """Call before the first `import ray`: keep a loopback target (or a local Ray) on 127.0.0.1, and
-    show every rank's log lines (Ray folds lines that differ only in numbers, such as rank ids)."""
+    """Call before the first `import ray`: keep a loopback target (or a local Ray) on 127.0.0.1, show
+    every rank's log lines (Ray folds lines that differ only in numbers, such as rank ids), and leave
+    failures to the driver's one error line (Ray would print the result of every killed rank as an
+    "unhandled error" at exit, after it)."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     target = address or os.environ.get("RAY_ADDRESS")
     if (target is None or is_loopback(target)) and "ray" not in sys.modules:
         os.environ.setdefault(_SINGLE_MACHINE, "0")

@@ -55,19 +55,35 @@ def run_job(fn: Callable, args_for: Callable[[int], Sequence[Any]], topology: To
             on_progress: Callable[[List[str]], None] = lambda lines: None, out: TextIO = sys.stderr) -> RayRun:
     """Run `fn(rank, world_size, *args_for(attempt))` on one Ray actor per rank of `plan`."""
     from mimo_runtime.launch.ray.connect import connect, prepare_driver_env
-    from mimo_runtime.launch.ray.placement import create_groups, rank_bundle, rank_slots
+    from mimo_runtime.launch.ray.placement import rank_bundle, rank_slots
 
     prepare_driver_env(address)
     # Import everything the driver needs before `ray.init`: inside `ray job submit`, connecting makes
     # Ray unpack the job's working directory again, and for a moment its files are missing.
     import ray
-    from ray.util.placement_group import remove_placement_group
-
-    from mimo_runtime.launch.ray.attempt import run_attempt
+    import ray.util.placement_group  # noqa: F401
+    import mimo_runtime.launch.ray.attempt  # noqa: F401
 
     groups, slots = rank_slots(plan)
     bundles = [rank_bundle(topology, g) for g in groups]
+    owned = not ray.is_initialized()  # a caller's own Ray session stays connected
     out.write(f"ray: connected to {connect(address, _local_resources(bundles, slots), _local_cpus(bundles, slots))}\n")
+    try:
+        return _run_attempts(fn, args_for, topology, groups, slots, bundles, describe, collective_timeout_s,
+                             max_restarts, placement_timeout_s, job_timeout_s, on_progress, out)
+    finally:
+        if owned:
+            ray.shutdown()  # flushes the ranks' streamed logs now, before the caller prints its result
+
+
+def _run_attempts(fn, args_for, topology, groups, slots, bundles, describe, collective_timeout_s, max_restarts,
+                  placement_timeout_s, job_timeout_s, on_progress, out) -> RayRun:
+    import ray
+    from ray.util.placement_group import remove_placement_group
+
+    from mimo_runtime.launch.ray.attempt import run_attempt
+    from mimo_runtime.launch.ray.placement import create_groups
+
     t0 = time.monotonic()
     pgs = create_groups(topology, groups, [sum(s.group == i for s in slots) for i in range(len(groups))],
                         placement_timeout_s)
