@@ -101,22 +101,37 @@ def ours_only(cfg: ChainConfig, rank: int, reps: int, warmup: int) -> dict:
 
 
 def one_way_latency(cfg: ChainConfig, rank: int, reps: int = 50) -> float:
-    """Seconds for one activation-sized message, receive posted first (what the executor's inbox does)."""
+    """Seconds for one activation-sized message over the transport our executor uses between the stages.
+
+    Shared memory when the executor would use it (comm/shm.py), else gloo with the receive posted first.
+    """
     import torch
     import torch.distributed as dist
 
+    from mimo_runtime.comm import CommStats, shm
+
     buf = torch.zeros(cfg.micro_batch, cfg.hidden)
     peer = 1 - rank
+    nbytes = buf.numel() * buf.element_size()
+    local = shm.connect({peer: nbytes}, [peer], CommStats(), 60.0)
+    if local is not None and local.carries(peer, nbytes, sending=True):
+        send = lambda: local.send(buf, peer)  # noqa: E731
+        recv = lambda: local.recv(peer, buf.shape, buf.dtype, buf.device)  # noqa: E731
+    else:
+        send, recv = lambda: dist.send(buf, peer), lambda: dist.recv(buf, peer)  # noqa: E731
     dist.barrier()
     t0 = time.perf_counter()
     for _ in range(reps):
         if rank == 0:
-            dist.send(buf, peer)
-            dist.recv(buf, peer)
+            send()
+            recv()
         else:
-            dist.recv(buf, peer)
-            dist.send(buf, peer)
-    return (time.perf_counter() - t0) / (2 * reps)
+            recv()
+            send()
+    took = (time.perf_counter() - t0) / (2 * reps)
+    if local is not None:
+        local.close()
+    return took
 
 
 def pipeline_rank(rank: int, world_size: int, bench: PipelineBench) -> dict:

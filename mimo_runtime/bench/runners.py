@@ -5,7 +5,7 @@ work per step is the same; `step(s)` runs global batch s and returns when this r
 """
 
 import copy
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -18,12 +18,13 @@ LR = 1e-3
 
 class OursChain:
     def __init__(self, cfg: ChainConfig, rank: int, module: torch.nn.Module, timeout_s: float = 60.0,
-                 slack: int = 0):
+                 slack: int = 0, transport: Optional[str] = None):
         self.cfg, self.rank, self.module = cfg, rank, module
         self.plan = chain_plan(cfg)
         self.opt = torch.optim.SGD(module.parameters(), lr=LR)
         self.compute = ChainCompute(cfg, rank, module)
-        self.executor = Executor(self.plan, rank, self.compute, timeout_s, {LANG: True}, self._opt_step)
+        self.executor = Executor(self.plan, rank, self.compute, timeout_s, {LANG: True}, self._opt_step,
+                                 transport)
         self.schedule = build_schedule(self.plan, cfg.microbatches, slack=slack)
         self.actions = self.schedule.for_rank(self.plan, rank)
         self.loss = 0.0
@@ -71,8 +72,9 @@ class TorchChain:
         self.opt.zero_grad(set_to_none=True)
 
 
-def both(cfg: ChainConfig, rank: int, slack: int = 0) -> Tuple[OursChain, TorchChain]:
+def both(cfg: ChainConfig, rank: int, slack: int = 0, transport: Optional[str] = None) -> Tuple[OursChain, TorchChain]:
     """Our runtime and torch's on copies of the same stage."""
     module = build_stage(cfg, rank)
-    return OursChain(cfg, rank, module, slack=slack), TorchChain(cfg, rank, copy.deepcopy(module))
+    return (OursChain(cfg, rank, module, slack=slack, transport=transport),
+            TorchChain(cfg, rank, copy.deepcopy(module)))
 

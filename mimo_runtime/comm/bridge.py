@@ -27,8 +27,9 @@ RowSpec = Sequence[Union[int, Sequence[int]]]
 
 class Bridge:
     def __init__(self, enc: ModulePlan, lang: ModulePlan, global_mb: int, rank: int,
-                 outbox: Outbox, stats: CommStats, timeout_s: float):
+                 outbox: Outbox, stats: CommStats, timeout_s: float, progress=None):
         self.enc, self.lang, self.rank = enc, lang, rank
+        self.progress = progress  # called while a receive waits (p2p.wait_work)
         self.global_mb = global_mb
         self.outbox, self.stats, self.timeout_s = outbox, stats, timeout_s
         self.fwd = forward_routes(enc, lang, global_mb)
@@ -67,7 +68,7 @@ class Bridge:
     def _take(self, r: Route, routes, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         if r.src == self.rank:
             return self._local.pop((id(routes), r.lo))
-        return recv_tensors(["rows"], r.src, dtype, device, self.stats, self.timeout_s)["rows"]
+        return recv_tensors(["rows"], r.src, dtype, device, self.stats, self.timeout_s, progress=self.progress)["rows"]
 
     def _check(self, block: torch.Tensor, r: Route, want: int, what: str) -> None:
         if block.shape[0] != want:

@@ -8,18 +8,18 @@ order, which is the order the sender posts (the validator checks it), so matchin
 """
 
 from collections import deque
-from datetime import timedelta
 from typing import Deque, Dict, Hashable, List, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 
-from mimo_runtime.comm.p2p import CommStats
+from mimo_runtime.comm.p2p import CommStats, wait_work
 
 
 class Inbox:
-    def __init__(self, stats: CommStats, timeout_s: float, depth: int = 2):
+    def __init__(self, stats: CommStats, timeout_s: float, depth: int = 2, progress=None):
         self.stats, self.timeout_s, self.depth = stats, timeout_s, depth
+        self.progress = progress  # called while waiting (p2p.wait_work)
         self._plan: Dict[Hashable, Deque[Tuple[Hashable, int, Sequence[int]]]] = {}  # channel -> not yet posted
         self._posted: Dict[Hashable, Tuple[object, torch.Tensor, int, Hashable]] = {}  # item -> (work, buf, src, ch)
         self._channel: Dict[Hashable, Hashable] = {}  # every expected item not yet taken -> its channel
@@ -53,8 +53,7 @@ class Inbox:
             self._refill(channel, until=item)
         work, buf, src, channel = self._posted.pop(item)
         if work is not None:
-            if not work.wait(timedelta(seconds=self.timeout_s)):
-                raise TimeoutError(f"receive from rank {src} timed out after {self.timeout_s:.0f} s")
+            wait_work(work, src, self.timeout_s, self.progress)
             self.stats.add_recv(buf, header=False)
         self._refill(channel)
         return buf

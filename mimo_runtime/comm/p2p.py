@@ -6,9 +6,10 @@ dims. Sends are posted asynchronously (the schedule is deadlock-free under "send
 receives block"); `Outbox.wait()` completes them and keeps their buffers alive until then.
 """
 
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -89,15 +90,17 @@ def send_tensors(tensors: Dict[str, torch.Tensor], dst: int, outbox: Outbox, sta
 
 def recv_tensors(keys: Sequence[str], src: int, dtype: torch.dtype, device: torch.device,
                  stats: CommStats, timeout_s: float,
-                 shapes: Optional[Dict[str, Sequence[int]]] = None) -> Dict[str, torch.Tensor]:
+                 shapes: Optional[Dict[str, Sequence[int]]] = None,
+                 progress: Optional[Callable[[], bool]] = None) -> Dict[str, torch.Tensor]:
     """Blocking receive of the dict `send_tensors` posted from global rank `src`.
 
     With `shapes` (key -> shape, known to both sides) no header is read: the sender used header=False.
+    `progress` is called while waiting (see `wait_work`).
     """
     keys = sorted(keys)
     if shapes is None:
         header = torch.empty((len(keys), MAX_DIMS + 1), dtype=torch.int64)
-        _recv(header, src, timeout_s)
+        _recv(header, src, timeout_s, progress)
         stats.add_recv(header, header=True)
         dims = [row[1:1 + row[0]] for row in header.tolist()]
     else:
@@ -106,13 +109,29 @@ def recv_tensors(keys: Sequence[str], src: int, dtype: torch.dtype, device: torc
     for key, shape in zip(keys, dims):
         t = torch.empty(shape, dtype=dtype, device=device)
         if t.numel():
-            _recv(t, src, timeout_s)
+            _recv(t, src, timeout_s, progress)
             stats.add_recv(t, header=False)
         out[key] = t
     return out
 
 
-def _recv(t: torch.Tensor, src: int, timeout_s: float) -> None:
-    work = dist.irecv(t, src)
-    if not work.wait(timedelta(seconds=timeout_s)):
+def _recv(t: torch.Tensor, src: int, timeout_s: float, progress: Optional[Callable[[], bool]] = None) -> None:
+    wait_work(dist.irecv(t, src), src, timeout_s, progress)
+
+
+def wait_work(work, src: int, timeout_s: float, progress: Optional[Callable[[], bool]] = None) -> None:
+    """Wait for a posted receive from `src`; TimeoutError after `timeout_s`.
+
+    `progress` (comm/shm.py's LocalChannels.progress) moves this rank's shared-memory sends queued
+    behind a full ring and says whether any are left; while some are, the wait polls and keeps them
+    moving, so a rank that needs them is never stuck behind this one.
+    """
+    start, pause = time.monotonic(), 2e-5
+    while progress is not None and progress() and not work.is_completed():
+        if time.monotonic() - start > timeout_s:
+            break
+        time.sleep(pause)
+        pause = min(2 * pause, 1e-3)
+    left = max(timeout_s - (time.monotonic() - start), 1e-3)
+    if not work.wait(timedelta(seconds=left)):  # also raises what the transport reported, if it failed
         raise TimeoutError(f"receive from rank {src} timed out after {timeout_s:.0f} s")

@@ -2,11 +2,14 @@
 
 Each action kind is one method below; state between actions is per microbatch (received inputs,
 outputs kept for backward). Sends are posted asynchronously and completed at the end of the step;
-receives block with the configured timeout. That is the semantics the schedule validator proves
+receives block with the configured timeout. Stage-to-stage messages of known shape between ranks of
+one host go through shared memory (comm/shm.py) when the transport allows it, the rest through
+torch.distributed. That is the semantics the schedule validator proves
 deadlock-free. What a forward computes is delegated to `compute` (mimo_compute.MimoCompute for
 MimoModel), so this file knows nothing about models.
 """
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from mimo_runtime.comm import Bridge, CommStats, Outbox, recv_tensors, send_tensors
+from mimo_runtime.comm import Bridge, CommStats, Outbox, recv_tensors, send_tensors, shm
 from mimo_runtime.comm.inbox import Inbox
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
 
@@ -31,16 +34,18 @@ class StepState:
 
 class Executor:
     def __init__(self, plan: Plan, rank: int, compute, timeout_s: float, trainable: Dict[str, bool],
-                 on_opt_step: Optional[Callable] = None):
+                 on_opt_step: Optional[Callable] = None, transport: Optional[str] = None):
         self.plan, self.rank, self.compute, self.timeout_s = plan, rank, compute, timeout_s
         self.trainable = trainable  # module -> whether gradients flow into it at all
         self.on_opt_step = on_opt_step
         self.stats, self.outbox = CommStats(), Outbox(timeout_s)
-        self.inbox = Inbox(self.stats, timeout_s)
+        self.local = self._connect_local(transport or os.environ.get("MIMO_P2P_TRANSPORT", "auto"))
+        progress = None if self.local is None else self.local.progress
+        self.inbox = Inbox(self.stats, timeout_s, progress=progress)
         self.trace: List[Tuple[str, float, float]] = []  # (action, start, end) in time.perf_counter
         self.fault = _fault_from_env(rank)
         self.bridges = {enc: Bridge(plan.modules[enc], plan.language, plan.micro_batch * plan.language.dp, rank,
-                                    self.outbox, self.stats, timeout_s) for enc, _ in plan.edges}
+                                    self.outbox, self.stats, timeout_s, progress) for enc, _ in plan.edges}
         if hasattr(compute, "attach"):
             compute.attach(self.bridges)
 
@@ -53,8 +58,40 @@ class Executor:
             t0 = time.perf_counter()
             getattr(self, "_" + a.kind.lower())(a, st)
             self.trace.append((str(a), t0, time.perf_counter()))
-        self.outbox.wait()
+        self._complete_sends()
         return st
+
+    def _complete_sends(self) -> None:
+        if self.local is not None:
+            self.local.flush()
+        self.outbox.wait()
+
+    def _connect_local(self, transport: str) -> Optional[shm.LocalChannels]:
+        """Shared-memory rings to this rank's pipeline neighbours (collective: every rank calls it).
+
+        Only for computes that declare their stage-to-stage shapes (`p2p_shape`); the same on every
+        rank, so every rank joins the collective or none does. A ring's slot fits the step-0 shape.
+        """
+        known = getattr(self.compute, "p2p_shape", None)
+        if known is None:
+            return None
+        inbound, outbound = {}, set()
+        for name in self.plan.modules_on(self.rank):
+            m = self.plan.modules[name]
+            c = m.coords(self.rank)
+            nbytes = math.prod(known(name, 0, 0)) * self.compute.dtype.itemsize
+            for pp in (c.pp - 1, c.pp + 1):
+                if 0 <= pp < m.pp:
+                    peer = m.rank(tp=c.tp, cp=c.cp, dp=c.dp, pp=pp)
+                    inbound[peer] = max(inbound.get(peer, 0), nbytes)
+                    outbound.add(peer)
+        return shm.connect(inbound, sorted(outbound), self.stats, self.timeout_s, transport)
+
+    def _shm(self, a, shape: Optional[Tuple[int, ...]], sending: bool) -> bool:
+        """Whether this stage-to-stage transfer goes through shared memory (both sides decide alike)."""
+        if self.local is None or shape is None:
+            return False
+        return self.local.carries(self._peer_rank(a), math.prod(shape) * self.compute.dtype.itemsize, sending)
 
     def _peer_rank(self, a) -> int:
         """The same (tp, cp, dp) coordinates on the neighbouring pipeline stage."""
@@ -74,6 +111,8 @@ class Executor:
         """
         recvs = [a for a in actions if a.kind in ("RECV_F", "RECV_B") and a.peer[0] == a.module]
         shapes = [self._known_shape(a, st) for a in recvs]
+        gloo = [not self._shm(a, s, sending=False) for a, s in zip(recvs, shapes)]
+        recvs, shapes = [a for a, g in zip(recvs, gloo) if g], [s for s, g in zip(shapes, gloo) if g]
         if recvs and all(s is not None for s in shapes):
             self.inbox.expect([(self._peer_rank(a), (a.kind, a.mb), self._peer_rank(a), shape)
                                for a, shape in zip(recvs, shapes)], self.compute.dtype, self.compute.device)
@@ -82,13 +121,20 @@ class Executor:
         if (a.kind, a.mb) in self.inbox:
             return self.inbox.take((a.kind, a.mb))
         shape = self._known_shape(a, st)
-        return recv_tensors([key], self._peer_rank(a), self.compute.dtype, self.compute.device, self.stats,
-                            self.timeout_s, None if shape is None else {key: shape})[key]
+        c = self.compute
+        if self._shm(a, shape, sending=False):
+            return self.local.recv(self._peer_rank(a), shape, c.dtype, c.device)
+        return recv_tensors([key], self._peer_rank(a), c.dtype, c.device, self.stats, self.timeout_s,
+                            None if shape is None else {key: shape}, self.inbox.progress)[key]
 
     def _send(self, a, key: str, t: torch.Tensor, st: StepState) -> None:
         shape = self._known_shape(a, st)
         if shape is not None and tuple(t.shape) != tuple(shape):
             raise ValueError(f"{a}: sending shape {tuple(t.shape)} but compute.p2p_shape promised {tuple(shape)}")
+        if self._shm(a, shape, sending=True):
+            if t.dtype != self.compute.dtype:
+                raise ValueError(f"{a}: sending {t.dtype} but the receiver expects {self.compute.dtype}")
+            return self.local.send(t, self._peer_rank(a))
         send_tensors({key: t}, self._peer_rank(a), self.outbox, self.stats, header=shape is None)
 
     # ---- receives and sends: P2P within a module, the bridge between modules ----
@@ -140,10 +186,12 @@ class Executor:
 
     # ---- end of step ----
     def _reduce_grads(self, a, st: StepState) -> None:
+        if self.local is not None:
+            self.local.flush()  # every send of this step is posted: nothing a neighbour needs waits behind a collective
         self.compute.reduce_grads(a.module)
 
     def _opt_step(self, a, st: StepState) -> None:
-        self.outbox.wait()
+        self._complete_sends()
         if self.on_opt_step is not None:
             self.on_opt_step(st)
 
