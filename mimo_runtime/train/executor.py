@@ -70,16 +70,22 @@ class Executor:
         """Shared-memory rings to this rank's pipeline neighbours (collective: every rank calls it).
 
         Only for computes that declare their stage-to-stage shapes (`p2p_shape`); the same on every
-        rank, so every rank joins the collective or none does. A ring's slot fits the step-0 shape.
+        rank, so every rank joins the collective or none does. A ring's slot fits the largest message
+        (`compute.p2p_max_shape(module)`, else the shape of step 0's first microbatch); a larger one
+        travels through torch.distributed, which both sides know from its shape.
         """
         known = getattr(self.compute, "p2p_shape", None)
         if known is None:
             return None
+        largest = getattr(self.compute, "p2p_max_shape", lambda name: known(name, 0, 0))
         inbound, outbound = {}, set()
         for name in self.plan.modules_on(self.rank):
             m = self.plan.modules[name]
             c = m.coords(self.rank)
-            nbytes = math.prod(known(name, 0, 0)) * self.compute.dtype.itemsize
+            shape = largest(name) if m.pp > 1 else None
+            if shape is None:
+                continue
+            nbytes = math.prod(shape) * self.compute.dtype.itemsize
             for pp in (c.pp - 1, c.pp + 1):
                 if 0 <= pp < m.pp:
                     peer = m.rank(tp=c.tp, cp=c.cp, dp=c.dp, pp=pp)

@@ -66,6 +66,8 @@ def train_rank(rank: int, world_size: int, topology: Topology, cfg: RunConfig) -
     if recorder:
         recorder.write(cfg.trace_path, _describe(rt))
     result.comm = vars(rt.executor.stats).copy()
+    local = rt.executor.local
+    result.comm["shm_channels"] = 0 if local is None else len(local.inbound) + len(local.outbound)
     return result
 
 

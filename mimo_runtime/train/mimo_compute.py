@@ -5,11 +5,12 @@ calls into MimoModel (set_input_tensor, forward by role), the loss, and which ro
 belong to which sample.
 """
 
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from mimo_runtime.comm.exchange import exchange_rows
+from mimo_runtime.model.factory import seq_length
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, ModuleLayout, Plan
 from mimo_runtime.train.captions import count_captions
 from mimo_runtime.train.feed import Feeder
@@ -27,6 +28,7 @@ class MimoCompute:
         param = next(model.parameters())
         self.dtype, self.device = param.dtype, param.device
         self.hidden = model.mimo_config.language_model_spec.params["config"].hidden_size
+        self.seq_length = seq_length(model.mimo_config)
         self.bridges = {}
         self.caption_counts = [0, 0]  # forward-only steps: (exact captions, captioned samples)
 
@@ -66,6 +68,24 @@ class MimoCompute:
         if sample is None:
             return mask.sum(dim=1).tolist()
         return torch.bincount(sample[mask], minlength=len(self.feeder.samples(step, mb, lang, self.rank))).tolist()
+
+    # ---- stage-to-stage shapes both sides know (the executor skips shape headers, may use shared memory) ----
+    def p2p_shape(self, module: str, step: int, mb: int) -> Optional[Tuple[int, int, int]]:
+        """The language model's hidden states between its stages: (sequence, samples, hidden), from the
+        token batch every stage of a replica reads (cp-local, and this TP rank's slice with SP).
+        Encoder stages send however many rows their items make: None, a header carries the shape."""
+        if module != LANG:
+            return None
+        lang = self.plan.language
+        ids = self._tokens(LANG, step, mb)["input_ids"]
+        return (ids.size(1) // lang.sequence_shards, ids.size(0), self.hidden)
+
+    def p2p_max_shape(self, module: str) -> Optional[Tuple[int, int, int]]:
+        """An upper bound of `p2p_shape` for sizing shared-memory slots (None: unknown sequence length)."""
+        if module != LANG or self.seq_length is None:
+            return None
+        lang = self.plan.language
+        return (-(-self.seq_length // (lang.cp * lang.sequence_shards)), self.plan.micro_batch, self.hidden)
 
     def _packing_kwargs(self, tokens: Dict[str, torch.Tensor]):
         """Packed (THD) batches: the cu_seqlens MimoModel turns into PackedSeqParams. Every language

@@ -2,6 +2,8 @@
 
 import pytest
 
+from mimo_runtime.plan import make_plan
+
 from tests.train.equivalence import assert_matches_reference, reference, run, topology
 
 ENC = {"kind": "encoder"}
@@ -45,3 +47,17 @@ def test_forward_only_evaluation_gives_training_forward_loss():
     results = run(topo, eval_forward=True, steps=2)
     train_losses = [m["loss"] for m in results[0].metrics]
     assert results[0].eval_losses == pytest.approx(train_losses, rel=1e-6)
+
+
+@pytest.mark.parametrize("shape,transport", [("language_only_pp2", "auto"), ("llm_pp2", "shm")])
+def test_language_stages_over_shared_memory_match_colocated(shape, transport, monkeypatch):
+    """The language model's stage-to-stage hidden states go through shared-memory rings (comm/shm.py):
+    by default when every rank has a core (2 ranks here), forced on 3 ranks sharing 2 cores."""
+    monkeypatch.setenv("MIMO_P2P_TRANSPORT", transport)
+    model, modules = SHAPES[shape]
+    topo = topology(model, modules)
+    results = run(topo)
+    assert_matches_reference(topo, results, reference(topo))
+    lang = make_plan(topo).language.ranks
+    assert [results[r].comm["shm_channels"] for r in lang] == [2, 2]  # a ring each way on both stages
+    assert results[lang[-1]].comm["header_sent"] == 0  # it sends only to stage 0: known shapes, no headers
