@@ -16,8 +16,8 @@ sees the payload; the transport is therefore enabled on x86-64 Linux only.
 
 Sends never block (what the schedule validator assumes): when a ring is full the message waits in
 a local queue that every wait of this rank, and `flush()`, push along. Receives poll (spinning only
-when every rank of the host has a core of its own), then sleep in short, growing pauses, and raise
-TimeoutError after `timeout_s`, naming the peer.
+when every rank of the host has a core of its own), then sleep in short, growing pauses; they raise
+ConnectionError within a second of the peer's process exiting, TimeoutError after `timeout_s`.
 """
 
 import math
@@ -48,13 +48,24 @@ def supported() -> bool:
 
 
 def host_key() -> str:
-    """Same key <=> same machine and the same /dev/shm: hostname plus this boot's id."""
+    """Same key <=> same machine, /dev/shm and process ids: hostname, this boot's id, pid namespace."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
+        pidns = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
-        boot = ""
-    return f"{socket.gethostname()}/{boot}"
+        boot, pidns = "", 0
+    return f"{socket.gethostname()}/{boot}/{pidns}"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def usable_cpus() -> int:
@@ -69,6 +80,7 @@ class HostInfo:
     key: str
     cpus: int
     supported: bool
+    pid: int = 0
 
 
 def shm_hosts(infos: Sequence[HostInfo], transport: str) -> Dict[str, bool]:
@@ -102,8 +114,8 @@ class Ring:
         size = SLOTS_AT + self.slot_bytes * slots
         fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
         try:
-            if create:
-                os.ftruncate(fd, size)
+            if create:  # reserve the pages now: a full /dev/shm fails here (OSError), not later with SIGBUS
+                os.posix_fallocate(fd, 0, size)
             self._mm = mmap.mmap(fd, size)
         finally:
             os.close(fd)
@@ -176,8 +188,9 @@ class LocalChannels:
     """This rank's rings: inbound by source rank, outbound by destination rank (see the module doc)."""
 
     def __init__(self, inbound: Dict[int, Ring], outbound: Dict[int, Ring], stats: CommStats, timeout_s: float,
-                 spin_s: float = SPIN_S):
+                 spin_s: float = SPIN_S, pids: Optional[Dict[int, int]] = None):
         self.inbound, self.outbound = inbound, outbound
+        self.pids = pids or {}  # peer rank -> its process id: a wait notices a peer that has exited
         self.stats, self.timeout_s, self.spin_s = stats, timeout_s, spin_s
         self._queued: Dict[int, Deque[torch.Tensor]] = {dst: deque() for dst in outbound}
 
@@ -198,7 +211,7 @@ class LocalChannels:
 
     def recv(self, src: int, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         ring = self.inbound[src]
-        self._wait(ring.ready, f"receive from rank {src}")
+        self._wait(ring.ready, f"receive from rank {src}", [src])
         out = ring.take(tuple(shape), dtype).to(device)
         self.stats.add_recv(out, header=False)
         return out
@@ -216,13 +229,13 @@ class LocalChannels:
 
     def flush(self) -> None:
         """Wait until every queued send sits in its ring (the receivers have room)."""
-        self._wait(lambda: not self.progress(), "sends to "
-                   + ", ".join(f"rank {d}" for d, q in self._queued.items() if q))
+        waiting = [d for d, q in self._queued.items() if q]
+        self._wait(lambda: not self.progress(), "sends to " + ", ".join(f"rank {d}" for d in waiting), waiting)
 
-    def _wait(self, ready, what: str) -> None:
+    def _wait(self, ready, what: str, peers: Sequence[int]) -> None:
         if ready():
             return
-        start = time.monotonic()
+        start = checked = time.monotonic()
         pause = 0.0
         while True:
             for _ in range(200):
@@ -232,6 +245,11 @@ class LocalChannels:
             now = time.monotonic()
             if now - start > self.timeout_s:
                 raise TimeoutError(f"{what} timed out after {self.timeout_s:.0f} s (shared memory)")
+            if now - checked > 0.5:  # a peer that exited never writes again: say so now, not at the timeout
+                checked = now
+                gone = [p for p in peers if p in self.pids and not alive(self.pids[p])]
+                if gone:
+                    raise ConnectionError(f"{what}: rank {gone[0]} (pid {self.pids[gone[0]]}) has exited")
             if now - start > self.spin_s:
                 pause = min(max(2 * pause, 2e-5), 1e-3)
                 time.sleep(pause)
@@ -253,7 +271,7 @@ def connect(inbound: Dict[int, int], outbound: Iterable[int], stats: CommStats, 
     if transport == "gloo" or not dist.is_initialized() or dist.get_world_size() == 1:
         return None
     rank = dist.get_rank()
-    me = HostInfo(host_key(), usable_cpus(), supported())
+    me = HostInfo(host_key(), usable_cpus(), supported(), os.getpid())
     infos: List[HostInfo] = [None] * dist.get_world_size()
     dist.all_gather_object(infos, me)
     allowed = shm_hosts(infos, transport)
@@ -264,7 +282,12 @@ def connect(inbound: Dict[int, int], outbound: Iterable[int], stats: CommStats, 
         if src in local:
             per_slot = max(nbytes, 8)
             n = max(2, min(slots, RING_BYTES_MAX // per_slot))
-            made[src] = Ring(f"/dev/shm/mimo-{os.getpid()}-{src}-to-{rank}-{_next_id()}", per_slot, n, create=True)
+            path = f"/dev/shm/mimo-{os.getpid()}-{src}-to-{rank}-{_next_id()}"
+            try:
+                made[src] = Ring(path, per_slot, n, create=True)
+            except OSError:  # /dev/shm too small (containers default to 64 MiB): this pair stays on gloo
+                if os.path.exists(path):
+                    os.unlink(path)
     offers: List[Dict[int, Tuple[str, int, int]]] = [None] * len(infos)
     dist.all_gather_object(offers, {src: (r.path, r.capacity, r.slots) for src, r in made.items()})
 
@@ -285,8 +308,8 @@ def connect(inbound: Dict[int, int], outbound: Iterable[int], stats: CommStats, 
         made[src].close()
     if not inbound_ok and not attached:
         return None
-    return LocalChannels(inbound_ok, attached, stats, timeout_s,
-                         0.0 if oversubscribed(infos, me.key) else SPIN_S)
+    return LocalChannels(inbound_ok, attached, stats, timeout_s, 0.0 if oversubscribed(infos, me.key) else SPIN_S,
+                         {peer: infos[peer].pid for peer in set(inbound_ok) | set(attached)})
 
 
 _ids = iter(range(1 << 62))

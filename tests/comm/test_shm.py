@@ -2,6 +2,8 @@
 
 import itertools
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -111,6 +113,17 @@ def test_waits_time_out_naming_the_peer(pair):
         sender.send(torch.zeros(4), 3)
     with pytest.raises(TimeoutError, match="sends to rank 3 timed out"):
         sender.flush()
+
+
+def test_a_wait_notices_a_peer_that_exited(pair):
+    rx, _ = pair
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    receiver = shm.LocalChannels({5: rx}, {}, CommStats(), timeout_s=30, spin_s=0.0, pids={5: gone.pid})
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionError, match=rf"receive from rank 5: rank 5 \(pid {gone.pid}\) has exited"):
+        receiver.recv(5, (4,), torch.float32, torch.device("cpu"))
+    assert time.monotonic() - t0 < 5  # not the 30 s timeout
 
 
 # ---- real processes ----
