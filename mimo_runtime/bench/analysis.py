@@ -51,7 +51,7 @@ def compare_summary(cfg: ChainConfig, ranks: List[dict], latency: float) -> dict
         "one_way_latency_s": round(latency, 6),
         "median_action_s": {k: round(median(v), 6) for k, v in ranks[0]["actions"].items()},
         "same_loss": _same(ranks[-1]["ours_loss"], ranks[-1]["theirs_loss"]),
-    } | _slack(ranks, theirs)
+    } | _variant(ranks, "theirs_keep_grads", ours, "torch_keep_grads", flip=True) | _variant(ranks, "ours_slack", theirs, "slack")
 
 
 def _same(a: float, b: float) -> bool:
@@ -67,13 +67,16 @@ def _cpu_ratio(ranks: List[dict]):
     return round(median(theirs) / median(ours), 4)
 
 
-def _slack(ranks: List[dict], theirs: List[float]) -> dict:
-    """Ours with extra warm-up forwards (schedule `slack`), when the session timed it."""
-    if "ours_slack" not in ranks[0]:
+def _variant(ranks: List[dict], name: str, other: List[float], label: str, flip: bool = False) -> dict:
+    """A third runner of the session against ours or torch's, when the session timed it:
+    ours with extra warm-up forwards ("ours_slack" vs torch's), or torch's zeroing gradients in
+    place ("theirs_keep_grads" vs ours; `flip`: the ratio is still torch's time / ours)."""
+    if name not in ranks[0]:
         return {}
-    slack = step_spans([r["ours_slack"] for r in ranks])
-    return {"slack_throughput_ratio": round(median(theirs) / median(slack), 4), "ours_slack_step_s": spread(slack),
-            "slack_paired_ratio": ratio_spread(theirs, slack)}
+    spans = step_spans([r[name] for r in ranks])
+    theirs, ours = (spans, other) if flip else (other, spans)
+    return {f"{label}_throughput_ratio": round(median(theirs) / median(ours), 4), f"{name}_step_s": spread(spans),
+            f"{label}_paired_ratio": ratio_spread(theirs, ours)}
 
 
 def overhead_summary(cfg: ChainConfig, ranks: List[dict]) -> dict:

@@ -55,15 +55,17 @@ def _busy(runner) -> float:
 
 
 def compare(cfg: ChainConfig, rank: int, reps: int, warmup: int, slack: int = 0) -> dict:
-    """Interleaved repetitions of ours and torch's on identical stages (and ours with `slack`, if > 0).
+    """Interleaved repetitions of ours and torch's on identical stages (torch's also with gradients
+    kept between steps, and ours with `slack`, if > 0).
 
     The order rotates every repetition so no runtime always runs first (or right after another).
     """
     from mimo_runtime.bench.chain import build_stage
-    from mimo_runtime.bench.runners import OursChain, both
+    from mimo_runtime.bench.runners import OursChain, TorchChain, both
 
     ours, theirs = both(cfg, rank)
-    runners = {"ours": ours, "theirs": theirs}
+    # torch's again, zeroing gradients in place as our trainer does: the difference that is not the pipeline's
+    runners = {"ours": ours, "theirs": theirs, "theirs_keep_grads": TorchChain(cfg, rank, build_stage(cfg, rank), True)}
     if slack:
         runners["ours_slack"] = OursChain(cfg, rank, build_stage(cfg, rank), slack=slack)
     for s in range(warmup):

@@ -32,7 +32,7 @@ class OursChain:
     def _opt_step(self, st) -> None:
         self.loss = st.loss_sum
         self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad(set_to_none=False)  # what our trainer does (train/optim.py): gradient buffers persist
 
     def step(self, s: int) -> None:
         self.executor.trace.clear()
@@ -44,7 +44,9 @@ class OursChain:
 
 
 class TorchChain:
-    def __init__(self, cfg: ChainConfig, rank: int, module: torch.nn.Module):
+    """torch's Schedule1F1B and the usual loop around it; `keep_grads` zeroes gradients in place as ours does."""
+
+    def __init__(self, cfg: ChainConfig, rank: int, module: torch.nn.Module, keep_grads: bool = False):
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B
 
         self.cfg, self.rank, self.module = cfg, rank, module
@@ -56,6 +58,7 @@ class TorchChain:
                               input_args=(torch.empty(shape, device=device, requires_grad=rank > 0),),
                               output_args=torch.empty(shape, device=device, requires_grad=True))
         self.schedule = Schedule1F1B(stage, cfg.microbatches, loss_fn=chain_loss)
+        self.keep_grads = keep_grads
         self.loss = 0.0
 
     def step(self, s: int) -> None:
@@ -69,7 +72,7 @@ class TorchChain:
         else:
             self.schedule.step()
         self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad(set_to_none=not self.keep_grads)
 
 
 def both(cfg: ChainConfig, rank: int, slack: int = 0, transport: Optional[str] = None) -> Tuple[OursChain, TorchChain]:

@@ -103,7 +103,7 @@ def step_optimizers(model, optimizers: Dict[str, torch.optim.Optimizer], grad_no
     clip_(params, grad_norm, max_norm)
     for opt in optimizers.values():
         opt.step()
-    model.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=False)  # keep the gradient buffers (as megatron's DDP does): no re-allocation per step
 
 
 def global_loss(plan: Plan, rank: int, loss_sum: float) -> float:
