@@ -48,7 +48,10 @@ class Runtime:
             if has_data(topology) else None
         self.feeder = self.make_feeder(self.dataset) if self.dataset is not None else None
         m = self.plan.num_microbatches
-        self.train_actions = build_schedule(self.plan, m, cfg.schedule, self.frozen_all).for_rank(self.plan, self.rank)
+        # frozen encoders: no backward at all when frozen entirely; with a trainable projection their
+        # forwards run ahead of the language pipeline (docs/benchmarks.md, frozen-encoder-aware schedule)
+        self.train_actions = build_schedule(self.plan, m, cfg.schedule, self.frozen_all,
+                                            frozen_ahead=True).for_rank(self.plan, self.rank)
         self.eval_actions = build_schedule(self.plan, m, "forward").for_rank(self.plan, self.rank)
         compute = MimoCompute(self.plan, self.groups, self.model, self.rank, self.feeder, masked_token_loss_sum)
         # `frozen: true` keeps the projection trainable; only an encoder frozen entirely stops gradients
