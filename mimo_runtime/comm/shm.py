@@ -37,7 +37,7 @@ from mimo_runtime.comm.p2p import CommStats
 
 HEAD, TAIL, SLOTS_AT, SLOT_HEADER = 0, 8, 128, 64  # TAIL in int64 units (byte 64)
 RING_BYTES_MAX = 64 << 20  # per ring: slots are dropped down to 2 before a ring grows past this
-SPIN_S = float(os.environ.get("MIMO_SHM_SPIN_S", "0.005"))  # poll without sleeping this long (host not oversubscribed)
+SPIN_S = float(os.environ.get("MIMO_SHM_SPIN_S", "0.05"))  # poll without sleeping this long (host not oversubscribed)
 TRANSPORTS = ("auto", "shm", "gloo")
 
 
