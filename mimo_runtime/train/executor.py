@@ -2,11 +2,11 @@
 
 Each action kind is one method below; state between actions is per microbatch (received inputs,
 outputs kept for backward). Sends are posted asynchronously and completed at the end of the step;
-receives block with the configured timeout. Stage-to-stage messages of known shape between ranks of
-one host go through shared memory (comm/shm.py) when the transport allows it, the rest through
-torch.distributed. That is the semantics the schedule validator proves
-deadlock-free. What a forward computes is delegated to `compute` (mimo_compute.MimoCompute for
-MimoModel), so this file knows nothing about models.
+receives block with the configured timeout. That is the semantics the schedule validator proves
+deadlock-free. Stage-to-stage messages of known shape between ranks of one host go through shared
+memory (comm/shm.py) when the transport allows it, the rest through torch.distributed. What a
+forward computes is delegated to `compute` (mimo_compute.MimoCompute for MimoModel), so this file
+knows nothing about models.
 """
 
 import math
