@@ -178,7 +178,7 @@ def load_checkpoint(rt, root: str) -> Optional[Dict]:
             meta, tensors = _prepare(rt, path)
     except UserError as e:
         error = str(e)
-    _agree(error)
+    agree_on_error(error)
     if path is None:
         return None
     try:
@@ -203,7 +203,7 @@ def _prepare(rt, path: str):
     return meta, tensors + opt
 
 
-def _agree(error: Optional[str]) -> None:
+def agree_on_error(error: Optional[str]) -> None:
     """Every rank raises the same error (the first rank's), so none waits in DCP's collectives."""
     errors = [None] * dist.get_world_size()
     dist.all_gather_object(errors, error)

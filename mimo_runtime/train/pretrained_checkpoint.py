@@ -11,15 +11,13 @@ in topology order, with an empty request when it does not hold the module.
 
 import dataclasses
 import os
-from typing import Dict, List, Optional
-
-import torch.distributed as dist
+from typing import Dict, List
 
 from mimo_runtime.errors import TopologyError, UserError
 from mimo_runtime.plan import Plan
 from mimo_runtime.topology.schema import Pretrained
 from mimo_runtime.train import checkpoint_state as cs
-from mimo_runtime.train.checkpoint import latest_checkpoint
+from mimo_runtime.train.checkpoint import agree_on_error, latest_checkpoint
 from mimo_runtime.train.checkpoint_check import read_dcp_metadata
 from mimo_runtime.train.params import module_prefix
 from mimo_runtime.train.pretrained import hook, listing
@@ -42,7 +40,7 @@ def load_pretrained_checkpoints(model, plan: Plan, rank: int) -> None:
                 request = _request(model, name, spec, read_dcp_metadata(path), topo.source, where)
         except UserError as e:
             error = str(e)
-        _agree(error)
+        agree_on_error(error)
         dcp.load(cs.to_dcp(request, loading=True), storage_reader=dcp.FileSystemReader(path),
                  planner=MCoreLoadPlanner())
 
@@ -90,12 +88,3 @@ def _stored_keys(saved, spec: Pretrained, src: str, where: str) -> Dict[str, str
             raise TopologyError(src, f"{where}.map", f"{spec.map} maps two stored keys to '{new}'")
         out[new] = key
     return out
-
-
-def _agree(error: Optional[str]) -> None:
-    """Every rank raises the same error (the first rank's) before any enters DCP's collective load."""
-    errors = [None] * dist.get_world_size()
-    dist.all_gather_object(errors, error)
-    first = next((e for e in errors if e), None)
-    if first:
-        raise UserError(first)
