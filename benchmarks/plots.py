@@ -26,12 +26,7 @@ def bubble(result: dict, out: Path) -> None:
     ax.plot(ms, [r["measured_bubble"] for r in rows], "o-", label="measured (executor trace)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("microbatches per step (m)")
-    ax.set_ylabel("bubble fraction")
-    ax.set_title("1F1B bubble, 2 stages (ours)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "bench_bubble.png", dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, "bubble fraction", "1F1B bubble, 2 stages (ours)", out / "bench_bubble.png")
 
 
 def vs_torch(result: dict, out: Path) -> None:
@@ -45,12 +40,8 @@ def vs_torch(result: dict, out: Path) -> None:
         hi = [s / r[key]["p25"] - m for m, s, r in zip(med, samples, rows)]
         ax.bar([j + i * width for j in range(len(rows))], med, width, yerr=[lo, hi], capsize=4, label=label)
     ax.set_xticks([j + width / 2 for j in range(len(rows))], [f"H={r['hidden']}" for r in rows])
-    ax.set_ylabel("samples per second (median, IQR)")
-    ax.set_title("2-stage chain, m=8, 2 gloo ranks")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "bench_vs_torch.png", dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, "samples per second (median, IQR)", "2-stage chain, m=8, 2 gloo ranks",
+            out / "bench_vs_torch.png")
 
 
 def frozen(result: dict, out: Path) -> None:
@@ -62,11 +53,16 @@ def frozen(result: dict, out: Path) -> None:
     ax.bar([0, 1], [m * 1e3 for m in measured], 0.38, label="measured")
     ax.bar([0.38, 1.38], [s * 1e3 for s in simulated], 0.38, label="simulated")
     ax.set_xticks([0.19, 1.19], labels)
-    ax.set_ylabel("ms per optimizer step (median)")
-    ax.set_title("frozen encoder -> 1-stage language, 2 ranks")
+    _finish(fig, ax, "ms per optimizer step (median)", "frozen encoder -> 1-stage language, 2 ranks",
+            out / "bench_frozen.png")
+
+
+def _finish(fig, ax, ylabel: str, title: str, path: Path) -> None:
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "bench_frozen.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
