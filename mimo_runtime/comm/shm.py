@@ -91,18 +91,24 @@ def shm_hosts(infos: Sequence[HostInfo], transport: str) -> Dict[str, bool]:
     """
     if transport not in TRANSPORTS:
         raise ValueError(f"p2p transport '{transport}': expected one of {', '.join(TRANSPORTS)}")
-    out = {}
-    for key in {i.key for i in infos}:
-        here = [i for i in infos if i.key == key]
-        ok = all(i.supported for i in here)
-        fits = len(here) <= min(i.cpus for i in here)
-        out[key] = ok and (transport == "shm" or (transport == "auto" and fits))
-    return out
+    return {key: all(i.supported for i in here) and (transport == "shm" or (transport == "auto" and _fits(here)))
+            for key, here in _by_host(infos).items()}
 
 
 def oversubscribed(infos: Sequence[HostInfo], key: str) -> bool:
-    here = [i for i in infos if i.key == key]
-    return len(here) > min(i.cpus for i in here)
+    return not _fits([i for i in infos if i.key == key])
+
+
+def _by_host(infos: Sequence[HostInfo]) -> Dict[str, List[HostInfo]]:
+    hosts: Dict[str, List[HostInfo]] = {}
+    for i in infos:
+        hosts.setdefault(i.key, []).append(i)
+    return hosts
+
+
+def _fits(here: Sequence[HostInfo]) -> bool:
+    """Every rank of the host has a core of its own."""
+    return len(here) <= min(i.cpus for i in here)
 
 
 class Ring:

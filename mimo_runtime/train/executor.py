@@ -40,12 +40,13 @@ class Executor:
         self.on_opt_step = on_opt_step
         self.stats, self.outbox = CommStats(), Outbox(timeout_s)
         self.local = self._connect_local(transport or os.environ.get("MIMO_P2P_TRANSPORT", "auto"))
-        progress = None if self.local is None else self.local.progress
-        self.inbox = Inbox(self.stats, timeout_s, progress=progress)
+        # what every wait calls to keep queued shared-memory sends moving (comm/p2p.py wait_work)
+        self.progress = None if self.local is None else self.local.progress
+        self.inbox = Inbox(self.stats, timeout_s, progress=self.progress)
         self.trace: List[Tuple[str, float, float]] = []  # (action, start, end) in time.perf_counter
         self.fault = _fault_from_env(rank)
         self.bridges = {enc: Bridge(plan.modules[enc], plan.language, plan.micro_batch * plan.language.dp, rank,
-                                    self.outbox, self.stats, timeout_s, progress) for enc, _ in plan.edges}
+                                    self.outbox, self.stats, timeout_s, self.progress) for enc, _ in plan.edges}
         if hasattr(compute, "attach"):
             compute.attach(self.bridges)
 
@@ -131,7 +132,7 @@ class Executor:
         if self._shm(a, shape, sending=False):
             return self.local.recv(self._peer_rank(a), shape, c.dtype, c.device)
         return recv_tensors([key], self._peer_rank(a), c.dtype, c.device, self.stats, self.timeout_s,
-                            None if shape is None else {key: shape}, self.inbox.progress)[key]
+                            None if shape is None else {key: shape}, self.progress)[key]
 
     def _send(self, a, key: str, t: torch.Tensor, st: StepState) -> None:
         shape = self._known_shape(a, st)
