@@ -11,10 +11,10 @@ from mimo_runtime.schedule.generate import SCHEDULE_KINDS, build_schedule
 from mimo_runtime.schedule.graph import COLOCATED, Schedule, StageGraph, node_name, stage_graph
 from mimo_runtime.schedule.grid import format_grid, format_timeline
 from mimo_runtime.schedule.simulate import Costs, SimResult, rendezvous_deadlock, simulate
-from mimo_runtime.schedule.steps import build_steps
+from mimo_runtime.schedule.steps import STEP_LISTS, build_steps, step_lists
 from mimo_runtime.schedule.validate import validate
 
 __all__ = ["Action", "Node", "parse_action", "F", "B", "SEND_F", "RECV_F", "SEND_B", "RECV_B", "REDUCE_GRADS",
            "OPT_STEP", "KINDS", "NO_MICROBATCH", "COLOCATED", "Schedule", "StageGraph", "stage_graph", "node_name",
-           "SCHEDULE_KINDS", "build_schedule", "build_steps", "format_grid", "format_timeline", "Costs", "SimResult", "simulate",
+           "SCHEDULE_KINDS", "build_schedule", "build_steps", "step_lists", "STEP_LISTS", "format_grid", "format_timeline", "Costs", "SimResult", "simulate",
            "rendezvous_deadlock", "validate", "ScheduleError"]

@@ -11,9 +11,13 @@ that receiver posts them only in its next step); sends to another leading node g
 
 `validate` checks single steps (one OPT_STEP, last); these lists are checked by `simulate`, which
 raises on any deadlock.
+
+A trainer that runs one optimizer step per call takes the same lists cut at each OPT_STEP
+(`step_lists`): microbatch ids m..m+k-1 of a call are the next step's 0..k-1, computed ahead and
+carried to the next call (train/executor.py).
 """
 
-from typing import Iterable, List, Set
+from typing import Dict, Iterable, List, Set
 
 from mimo_runtime.plan import Plan
 from mimo_runtime.schedule.actions import F, OPT_STEP, RECV_F, SEND_F, Action, Node
@@ -33,6 +37,41 @@ def build_steps(plan: Plan, num_microbatches: int, steps: int, kind: str = "1f1b
     leading = {n for n in one.nodes if lead and not one.trains[n] and one.training}
     actions = {node: _node_steps(one, node, steps, lead if node in leading else 0, leading) for node in one.nodes}
     return Schedule(one.kind, m * steps, one.graph, actions, one.trains)
+
+
+STEP_LISTS = ("plain", "first", "steady", "last")
+
+
+def step_lists(plan: Plan, num_microbatches: int, kind: str = "1f1b", frozen_all: Iterable[str] = (),
+               lead: int = 0, **options) -> Dict[str, Schedule]:
+    """The single-step pieces of `build_steps(..., steps=3, lead=lead)`, renumbered to step 0.
+
+    "first" carries nothing in and computes the next step's first `lead` forwards, "steady" takes
+    them from the previous call and computes the next ones, "last" takes them and computes none;
+    "plain" is `build_schedule` (no lead). first, steady..., last is the simulated multi-step list
+    (tests/schedule/test_step_lists.py); nodes that do not lead get the plain list in all four.
+    """
+    m = num_microbatches
+    frozen_all = tuple(frozen_all)
+    plain = build_schedule(plan, m, kind, frozen_all, **options)
+    if not lead or not plain.training:
+        return {name: plain for name in STEP_LISTS}
+    three = build_steps(plan, m, 3, kind, frozen_all, lead, **options)
+    out = {"plain": plain}
+    for s, name in enumerate(STEP_LISTS[1:]):
+        actions = {node: [_shift(a, -s, m) for a in _segments(acts)[s]] for node, acts in three.actions.items()}
+        out[name] = Schedule(plain.kind, m, plain.graph, actions, plain.trains)
+    return out
+
+
+def _segments(actions: List[Action]) -> List[List[Action]]:
+    """A multi-step list cut after each OPT_STEP."""
+    out: List[List[Action]] = [[]]
+    for a in actions:
+        out[-1].append(a)
+        if a.kind == OPT_STEP:
+            out.append([])
+    return out[:-1]
 
 
 def _shift(a: Action, s: int, m: int) -> Action:
