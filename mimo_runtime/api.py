@@ -55,7 +55,8 @@ class Runtime:
             raise ValueError(f"{self.topology.source} needs {self.topology.world_size} ranks but the process group "
                              f"has {self.world_size} (pass colocated=True to run every module on all ranks)")
         cfg = RunConfig(steps=t.steps, seed=t.seed if seed is None else seed, colocated=colocated,
-                        nproc=self.world_size, schedule=schedule or t.schedule, timeout_s=timeout_s, progress=False)
+                        nproc=self.world_size, schedule=schedule or t.schedule, timeout_s=timeout_s, progress=False,
+                        frozen_lead=0)  # the caller hands in each step's batch: nothing to compute ahead
         self._rt = RankRuntime(self.topology, cfg)
         rt = self._rt
         self.rank, self.plan, self.role, self.groups = rt.rank, rt.plan, rt.role, rt.groups

@@ -44,7 +44,7 @@ def _stack(hidden: int, layers: int, seed: int) -> torch.nn.Sequential:
 
 
 class FrozenCompute:
-    """Executor compute for the pair; microbatch ids of a multi-step list are step * m + j."""
+    """Executor compute for the pair; each (step, microbatch) of a multi-step list has its own data."""
 
     dtype, device = torch.float32, torch.device("cpu")
 
@@ -65,7 +65,7 @@ class FrozenCompute:
     language_rows = encoder_rows
 
     def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st) -> torch.Tensor:
-        x, target = self._data(mb)
+        x, target = self._data(step * self.b.microbatches + mb)
         if module == ENC:
             with torch.no_grad():
                 return self.module(x)

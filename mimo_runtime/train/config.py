@@ -11,6 +11,7 @@ class RunConfig:
     colocated: bool = False
     nproc: int = 1
     schedule: str = "1f1b"
+    frozen_lead: int = 1  # forwards of the next step an encoder that trains nothing computes ahead (0: none)
     metrics_path: Optional[str] = None
     timeout_s: float = 120.0
     progress: bool = True

@@ -7,6 +7,11 @@ deadlock-free. Stage-to-stage messages of known shape between ranks of one host 
 memory (comm/shm.py) when the transport allows it, the rest through torch.distributed. What a
 forward computes is delegated to `compute` (mimo_compute.MimoCompute for MimoModel), so this file
 knows nothing about models.
+
+Microbatch ids of a list may run past the step (schedule/steps.py): id i is microbatch i % m of
+step `step + i // m`. When a training list works ahead (a frozen encoder leading the language
+pipeline), the forwards it computed for the next step and has not sent yet are kept and handed to
+the next training call of that step (`carried`).
 """
 
 import math
@@ -45,13 +50,22 @@ class Executor:
         self.inbox = Inbox(self.stats, timeout_s, progress=self.progress)
         self.trace: List[Tuple[str, float, float]] = []  # (action, start, end) in time.perf_counter
         self.fault = _fault_from_env(rank)
+        self.ahead: Optional[Tuple[int, Dict[int, torch.Tensor]]] = None  # (step, {mb: output}) computed ahead
         self.bridges = {enc: Bridge(plan.modules[enc], plan.language, plan.micro_batch * plan.language.dp, rank,
                                     self.outbox, self.stats, timeout_s, self.progress) for enc, _ in plan.edges}
         if hasattr(compute, "attach"):
             compute.attach(self.bridges)
 
+    def carried(self, step: int) -> bool:
+        """Whether the previous training call computed forwards of `step` ahead (a "steady" list may run)."""
+        return self.ahead is not None and self.ahead[0] == step
+
     def run_step(self, actions, step: int, train: bool = True) -> StepState:
         st = StepState(step, train)
+        if train:
+            if self.carried(step):
+                st.outputs.update(self.ahead[1])
+            self.ahead = None
         self._post_receives_early(actions, st)
         for i, a in enumerate(actions):
             if self.fault is not None and self.fault[0] == step and i == 1:
@@ -60,7 +74,15 @@ class Executor:
             getattr(self, "_" + a.kind.lower())(a, st)
             self.trace.append((str(a), t0, time.perf_counter()))
         self._complete_sends()
+        m = self.plan.num_microbatches
+        if train and any(a.mb >= m for a in actions):  # the list worked ahead (what it has not sent yet, if any)
+            self.ahead = (step + 1, {mb - m: out for mb, out in st.outputs.items() if mb >= m})
         return st
+
+    def _at(self, a, st: StepState) -> Tuple[int, int]:
+        """(step, microbatch) of an action: ids past the step's m belong to the steps after it."""
+        m = self.plan.num_microbatches
+        return st.step + a.mb // m, a.mb % m
 
     def _complete_sends(self) -> None:
         if self.local is not None:
@@ -109,7 +131,7 @@ class Executor:
     def _known_shape(self, a, st: StepState) -> Optional[Tuple[int, ...]]:
         """Stage-to-stage shape both sides know in advance (compute.p2p_shape), or None: send a header."""
         known = getattr(self.compute, "p2p_shape", None)
-        return None if known is None else known(a.module, st.step, a.mb)
+        return None if known is None else known(a.module, *self._at(a, st))
 
     def _post_receives_early(self, actions, st: StepState) -> None:
         """Post stage-to-stage receives ahead (comm/inbox.py) when every one of them has a known shape.
@@ -150,25 +172,28 @@ class Executor:
         c = self.compute
         if pmod == a.module:
             got = self._recv(a, a.module, st)
-            grad = st.train and (a.module == LANG or not self.plan.modules[a.module].frozen)
+            grad = st.train and self.trainable.get(a.module, True) and \
+                (a.module == LANG or not self.plan.modules[a.module].frozen)
         else:
-            got = self.bridges[pmod].recv_forward(c.language_rows(pmod, st.step, a.mb), c.hidden, c.dtype, c.device)
+            got = self.bridges[pmod].recv_forward(c.language_rows(pmod, *self._at(a, st)), c.hidden, c.dtype, c.device)
             grad = st.train and self.trainable.get(pmod, True)
         st.inputs.setdefault(a.mb, {})[pmod] = got.requires_grad_(grad)
 
     def _send_f(self, a, st: StepState) -> None:
-        out = st.outputs[a.mb] if st.train else st.outputs.pop(a.mb)
+        out = st.outputs[a.mb]
+        if not (st.train and out.requires_grad):  # no backward will need it
+            del st.outputs[a.mb]
         if a.peer[0] == a.module:
             self._send(a, a.module, out, st)
         else:
-            self.bridges[a.module].send_forward(out, self.compute.encoder_rows(a.module, st.step, a.mb))
+            self.bridges[a.module].send_forward(out, self.compute.encoder_rows(a.module, *self._at(a, st)))
 
     def _recv_b(self, a, st: StepState) -> None:
         c = self.compute
         if a.peer[0] == a.module:
             st.out_grads[a.mb] = self._recv(a, a.module, st)
         else:
-            rows = c.encoder_rows(a.module, st.step, a.mb)
+            rows = c.encoder_rows(a.module, *self._at(a, st))
             st.out_grads[a.mb] = self.bridges[a.module].recv_backward(rows, c.hidden, c.dtype, c.device)
 
     def _send_b(self, a, st: StepState) -> None:
@@ -178,12 +203,12 @@ class Executor:
         if pmod == a.module:
             self._send(a, pmod, g, st)
         else:
-            self.bridges[pmod].send_backward(g, self.compute.language_rows(pmod, st.step, a.mb))
+            self.bridges[pmod].send_backward(g, self.compute.language_rows(pmod, *self._at(a, st)))
 
     # ---- compute ----
     def _f(self, a, st: StepState) -> None:
         with torch.set_grad_enabled(st.train):
-            st.outputs[a.mb] = self.compute.forward(a.module, st.step, a.mb, st.inputs.get(a.mb, {}), st)
+            st.outputs[a.mb] = self.compute.forward(a.module, *self._at(a, st), st.inputs.get(a.mb, {}), st)
 
     def _b(self, a, st: StepState) -> None:
         out = st.outputs.pop(a.mb)

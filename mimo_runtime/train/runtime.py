@@ -33,7 +33,7 @@ class Runtime:
         from mimo_runtime.data.factory import has_data, open_dataset
         from mimo_runtime.groups import build_module_groups
         from mimo_runtime.model import build_model, masked_token_loss_sum
-        from mimo_runtime.schedule import build_schedule
+        from mimo_runtime.schedule import build_schedule, step_lists
 
         self.topology, self.cfg = topology, cfg
         self.rank = dist.get_rank() if rank is None else rank
@@ -49,9 +49,12 @@ class Runtime:
         self.feeder = self.make_feeder(self.dataset) if self.dataset is not None else None
         m = self.plan.num_microbatches
         # frozen encoders: no backward at all when frozen entirely; with a trainable projection their
-        # forwards run ahead of the language pipeline (docs/benchmarks.md, frozen-encoder-aware schedule)
-        self.train_actions = build_schedule(self.plan, m, cfg.schedule, self.frozen_all,
-                                            frozen_ahead=True).for_rank(self.plan, self.rank)
+        # forwards run ahead of the language pipeline within a step; the stages that train nothing also
+        # compute the next step's first `frozen_lead` forwards before the optimizer barrier (schedule/steps.py,
+        # docs/benchmarks.md "Frozen-encoder-aware schedule")
+        lists = step_lists(self.plan, m, cfg.schedule, self.frozen_all, lead=min(cfg.frozen_lead, m), frozen_ahead=True)
+        self.train_lists = {name: s.for_rank(self.plan, self.rank) for name, s in lists.items()}
+        self.train_actions = self.train_lists["plain"]
         self.eval_actions = build_schedule(self.plan, m, "forward").for_rank(self.plan, self.rank)
         compute = MimoCompute(self.plan, self.groups, self.model, self.rank, self.feeder, masked_token_loss_sum)
         # `frozen: true` keeps the projection trainable; only an encoder frozen entirely stops gradients
@@ -93,10 +96,18 @@ class Runtime:
         self.model.train()
         self._require_data()
         t0 = time.perf_counter()
-        self.executor.run_step(self.train_actions, step, train=True)
+        self.executor.run_step(self.train_list(step), step, train=True)
         lrs = learning_rates(self.topology, step)
         return {"step": step + 1, **self._last, "step_time_s": time.perf_counter() - t0,
                 "lr": lrs["language"], **{f"lr.{n}": lr for n, lr in lrs.items() if n != "language"}}
+
+    def train_list(self, step: int):
+        """This rank's actions for training step `step`: with the previous step's lead carried in or not,
+        computing the next step's lead or not (none after the run's last step)."""
+        ahead = step + 1 < self.cfg.steps
+        if self.executor.carried(step):
+            return self.train_lists["steady" if ahead else "last"]
+        return self.train_lists["first" if ahead else "plain"]
 
     def eval_step(self, step: int) -> float:
         """Forward-only pass over global batch `step` (no gradients); the global loss on every rank."""

@@ -37,7 +37,7 @@ _REFERENCE_TOPOLOGIES: Dict[str, Topology] = {}
 
 def reference(topo: Topology) -> RankResult:
     """The colocated single-process run of the same model and data, computed once per model/batch/frozen set."""
-    key = (topo.model, topo.train.global_batch, tuple(sorted((n, m.frozen) for n, m in topo.modules.items())))
+    key = (topo.model, topo.train.global_batch, tuple(sorted((n, m.frozen, m.freeze) for n, m in topo.modules.items())))
     _REFERENCE_TOPOLOGIES.setdefault(key, topo)
     return _reference_cached(key)
 

@@ -41,3 +41,10 @@ def test_nproc_must_match_world_size():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: --nproc: 3 != 4")
+
+
+def test_negative_frozen_lead_is_one_line_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "mimo_runtime.launch", "train", TOPOLOGY, "--frozen-lead", "-1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --frozen-lead: must be >= 0, got -1"

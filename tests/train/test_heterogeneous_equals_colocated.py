@@ -1,8 +1,11 @@
 """Central property: every supported topology shape trains exactly like the colocated model."""
 
+import json
+
 import pytest
 
 from mimo_runtime.plan import make_plan
+from mimo_runtime.schedule import parse_action
 
 from tests.train.equivalence import assert_matches_reference, reference, run, topology
 
@@ -61,3 +64,32 @@ def test_language_stages_over_shared_memory_match_colocated(shape, transport, mo
     lang = make_plan(topo).language.ranks
     assert [results[r].comm["shm_channels"] for r in lang] == [2, 2]  # a ring each way on both stages
     assert results[lang[-1]].comm["header_sent"] == 0  # it sends only to stage 0: known shapes, no headers
+
+
+LEADING = {  # encoder stages that train nothing compute the next step's first forward before the barrier
+    "encoder_frozen_entirely": ("tiny-vlm", {"images": {**ENC, "ranks": 1, "freeze": ["*"]},
+                                             "language": {**LANG, "ranks": 1}}, [0]),
+    "encoder_pp2_frozen_entirely_to_llm_pp2": ("tiny-vlm", {"images": {**ENC, "ranks": 2, "parallel": {"pp": 2},
+                                                                       "freeze": ["*"]},
+                                                            "language": {**LANG, "ranks": 2, "parallel": {"pp": 2}}},
+                                               [0, 1]),
+    "frozen_encoder_pp2_trainable_projection": ("tiny-vlm", {"images": {**ENC, "ranks": 2, "parallel": {"pp": 2},
+                                                                        "frozen": True},
+                                                             "language": {**LANG, "ranks": 1}}, [0]),
+}
+
+
+@pytest.mark.parametrize("shape", list(LEADING))
+def test_encoders_leading_across_steps_match_colocated(shape, tmp_path):
+    model, modules, leading = LEADING[shape]
+    topo = topology(model, modules)
+    trace = tmp_path / "trace.json"
+    assert_matches_reference(topo, run(topo, trace_path=str(trace)), reference(topo))
+    m = topo.train.global_batch // topo.train.micro_batch
+    ahead = set()
+    for e in json.loads(trace.read_text())["traceEvents"]:
+        a = parse_action(e["args"]["action"]) if e.get("ph") == "X" else None
+        if a is not None and a.kind == "F" and a.mb >= m:
+            ahead.add((e["pid"], e["args"]["step"], a.mb - m))
+    # steps 0 and 1 (of 3) compute the first forward of steps 1 and 2; the last step computes none
+    assert ahead == {(rank, step, 0) for rank in leading for step in (0, 1)}

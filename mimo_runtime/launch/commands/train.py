@@ -16,6 +16,9 @@ def add_arguments(p) -> None:
     p.add_argument("--nproc", type=positive_int("--nproc"), help="ranks to spawn (default: the topology's)")
     p.add_argument("--metrics", metavar="FILE.jsonl", help="append one JSON object per step")
     p.add_argument("--schedule", choices=("1f1b", "gpipe"), help="pipeline schedule (default: train.schedule)")
+    p.add_argument("--frozen-lead", type=int, default=1, metavar="K",
+                   help="encoders that train nothing compute the next step's first K forwards before the "
+                        "optimizer barrier (0: off; default 1)")
     p.add_argument("--timeout", type=float, metavar="S", help="collective/peer timeout in seconds (default: train.timeout_s)")
     ck = p.add_argument_group("checkpoints, evaluation, metrics, trace (docs/quickstart.md)")
     ck.add_argument("--checkpoint-dir", metavar="DIR", help="save checkpoints here (shared storage on several nodes)")
@@ -46,12 +49,15 @@ def run_config(args, topology):
     if not args.colocated and nproc != topology.world_size:
         raise ArgumentError("--nproc", f"{nproc} != {topology.world_size}, the world size of {topology.source} "
                                        f"(use --colocated to run the same model on another rank count)")
+    if args.frozen_lead < 0:
+        raise ArgumentError("--frozen-lead", f"must be >= 0, got {args.frozen_lead}")
     options = _product_options(args)
     if args.metrics and not args.resume:
         open(args.metrics, "w").close()  # a resumed run appends its steps
     return RunConfig(steps=args.steps or t.steps, seed=t.seed if args.seed is None else args.seed,
                      colocated=args.colocated, nproc=nproc, schedule=args.schedule or t.schedule,
-                     metrics_path=args.metrics, timeout_s=args.timeout or t.timeout_s, **options)
+                     metrics_path=args.metrics, timeout_s=args.timeout or t.timeout_s, frozen_lead=args.frozen_lead,
+                     **options)
 
 
 def _product_options(args) -> dict:
