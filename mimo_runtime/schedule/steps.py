@@ -57,9 +57,10 @@ def step_lists(plan: Plan, num_microbatches: int, kind: str = "1f1b", frozen_all
     if not lead or not plain.training:
         return {name: plain for name in STEP_LISTS}
     three = build_steps(plan, m, 3, kind, frozen_all, lead, **options)
+    cut = {node: _segments(acts) for node, acts in three.actions.items()}
     out = {"plain": plain}
     for s, name in enumerate(STEP_LISTS[1:]):
-        actions = {node: [_shift(a, -s, m) for a in _segments(acts)[s]] for node, acts in three.actions.items()}
+        actions = {node: [_shift(a, -s, m) for a in segments[s]] for node, segments in cut.items()}
         out[name] = Schedule(plain.kind, m, plain.graph, actions, plain.trains)
     return out
 
