@@ -74,16 +74,18 @@ class MimoModel(MegatronModule):
         # without a `tp_group` attribute (e.g. MultimodalProjector): give it its module's group
         for name in self.role.modules:
             root = self.language_model if name == LANG else self.modality_submodules[name]
-            tp = self.module_pg_collection(name).tp
+            pgs = self.module_pg_collection(name)
+            if pgs is None:  # built without process groups (upstream's way): parallel_state's are its groups
+                continue
+            tp = pgs.tp
             for m in root.modules():
                 if isinstance(m, MegatronModule) and getattr(m, "tp_group", None) is None:
                     m.tp_group = tp
 
     def module_pg_collection(self, module: str):
         """The ProcessGroupCollection the given held module was built with."""
-        if module == LANG:
-            return self.language_model.pg_collection
-        return self.modality_submodules[module].pg_collection
+        root = self.language_model if module == LANG else self.modality_submodules[module]
+        return getattr(root, "pg_collection", None)
 
     # ---- seed API -----------------------------------------------------------------------------
 

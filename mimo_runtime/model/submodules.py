@@ -42,18 +42,9 @@ class ModalitySubmodules(_MegatronModalitySubmodules):
                   is_last_stage: bool = True) -> "ModalitySubmodules":
         params = dict(module_spec.params or {})
         sub = module_spec.submodules or {}
-        split = not (is_first_stage and is_last_stage)
         stage = {"pre_process": is_first_stage, "post_process": is_last_stage}
-        encoders = {}
-        for name, spec in sub.get("encoders", {}).items():
-            if takes_stage_kwargs(spec.module):
-                encoders[name] = build_module(spec, **stage)
-            elif split:
-                raise ValueError(f"encoder '{name}' ({getattr(spec.module, '__name__', spec.module)}) cannot "
-                                 f"be split across pipeline stages: its constructor takes no pre_process/"
-                                 f"post_process")
-            else:
-                encoders[name] = build_module(spec)
+        encoders = {name: build_module(spec, **stage) if takes_stage_kwargs(spec.module) else build_module(spec)
+                    for name, spec in sub.get("encoders", {}).items()}
         decoders = {name: build_module(spec) for name, spec in sub.get("decoders", {}).items()}
         # the projection feeds the language model: only the encoder's last stage has one
         in_proj = [build_module(s) for s in sub.get("input_projections", [])] if is_last_stage else []

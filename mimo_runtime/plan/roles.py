@@ -18,9 +18,10 @@ class ModuleStageInfo:
     is_last_stage: bool
 
 
-@dataclass(frozen=True)
+@dataclass
 class RankRole:
-    """Which modules this rank holds, and at which pipeline stage of each (upstream's defaults)."""
+    """Which modules this rank holds, and at which pipeline stage of each (upstream's defaults;
+    mutable as upstream's, so user code and tests may patch its methods)."""
 
     modules: Mapping[str, ModuleStageInfo] = field(default_factory=dict)
     mode: ModuleLayout = ModuleLayout.COLOCATED
