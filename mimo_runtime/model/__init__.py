@@ -20,6 +20,7 @@ _EXPORTS = {
     "masked_token_loss_sum": "mimo_runtime.model.loss",
     "vocab_parallel_cross_entropy": "mimo_runtime.model.loss",
     "SDPAttention": "mimo_runtime.model.attention",
+    "ModalitySubmodules": "mimo_runtime.model.submodules",
     "StagedModalitySubmodules": "mimo_runtime.model.submodules",
     "VisionModalitySubmodules": "mimo_runtime.model.submodules",
     "AudioModalitySubmodules": "mimo_runtime.model.submodules",

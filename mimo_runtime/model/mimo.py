@@ -74,16 +74,18 @@ class MimoModel(MegatronModule):
         # without a `tp_group` attribute (e.g. MultimodalProjector): give it its module's group
         for name in self.role.modules:
             root = self.language_model if name == LANG else self.modality_submodules[name]
-            tp = self.module_pg_collection(name).tp
+            pgs = self.module_pg_collection(name)
+            if pgs is None:  # built without process groups (upstream's way): parallel_state's are its groups
+                continue
+            tp = pgs.tp
             for m in root.modules():
                 if isinstance(m, MegatronModule) and getattr(m, "tp_group", None) is None:
                     m.tp_group = tp
 
     def module_pg_collection(self, module: str):
         """The ProcessGroupCollection the given held module was built with."""
-        if module == LANG:
-            return self.language_model.pg_collection
-        return self.modality_submodules[module].pg_collection
+        root = self.language_model if module == LANG else self.modality_submodules[module]
+        return getattr(root, "pg_collection", None)
 
     # ---- seed API -----------------------------------------------------------------------------
 
@@ -106,8 +108,13 @@ class MimoModel(MegatronModule):
 
     def get_text_embeddings(self, input_ids: torch.Tensor, position_ids: Optional[torch.Tensor],
                             special_token_ids: Dict[str, int]) -> torch.Tensor:
-        """Embeddings (N, H) of the N non-special tokens of input_ids (B, S), row-major order."""
+        """Embeddings (N, H) of the N non-special tokens of input_ids (B, S), row-major order.
+
+        position_ids: (B, S), or 3-D mRoPE ids (rope_dim, B, S) whose first channel is the
+        absolute text position (as upstream).
+        """
         input_ids = _batched(input_ids)
+        position_ids = _text_positions(position_ids)
         if position_ids is None:
             position_ids = torch.arange(input_ids.size(1), device=input_ids.device).expand_as(input_ids)
         position_ids = _batched(position_ids)
@@ -126,7 +133,8 @@ class MimoModel(MegatronModule):
                                             input_ids: torch.Tensor, special_token_ids: Dict[str, int]) -> torch.Tensor:
         """Scatter each modality's rows (N_m, H) onto its special tokens, text onto the rest -> (S, B, H).
 
-        Rows fill positions in row-major (sample, position) order. Any count mismatch raises.
+        Rows fill positions in row-major (sample, position) order. Any count mismatch raises
+        (upstream's wording: "Number of {name} tokens (n) does not match number of {name} embeddings (m)").
         """
         if not modality_embeddings:
             raise ValueError("No modality embeddings provided. At least one modality is required.")
@@ -143,13 +151,14 @@ class MimoModel(MegatronModule):
             elif name in special_token_ids:
                 mask = input_ids == special_token_ids[name]
             else:
-                raise ValueError(f"unknown modality '{name}': no special token id (known: {sorted(special_token_ids)})")
+                raise ValueError(f"No special token ID defined for modality {name} (known: {sorted(special_token_ids)})")
             if emb.dim() != 2 or emb.size(1) != hidden:
                 raise ValueError(f"{name}: embeddings must have shape (rows, {hidden}), got {tuple(emb.shape)}")
             count = int(mask.sum().item())
             if count != emb.size(0):
-                what = "text tokens" if name == "text" else f"'{name}' special tokens (id {special_token_ids[name]})"
-                raise ValueError(f"{name}: input_ids hold {count} {what} but {emb.size(0)} embeddings were given")
+                which = "" if name == "text" else f" (special token id {special_token_ids[name]})"
+                raise ValueError(f"Number of {name} tokens ({count}) does not match number of {name} "
+                                 f"embeddings ({emb.size(0)}){which}")
             combined.masked_scatter_(mask.unsqueeze(-1).expand_as(combined), emb.flatten())
         return combined.transpose(0, 1).contiguous()
 
@@ -196,9 +205,18 @@ class MimoModel(MegatronModule):
             else:
                 hidden = (input_tensors or {}).get(name)
                 out = sub(hidden_states=hidden) if hidden is not None else None
+            if out is None and self.role.is_last_stage(name):
+                # a text-only microbatch: no rows, but the modality's output still exists (upstream)
+                out = self._no_rows(sub)
             if out is not None:
                 outputs[name] = out
         return outputs
+
+    def _no_rows(self, sub: torch.nn.Module) -> torch.Tensor:
+        config = self.mimo_config.language_model_spec.params["config"]
+        param = next(sub.parameters(), None)
+        return torch.zeros(0, config.hidden_size, dtype=config.params_dtype,
+                           device=param.device if param is not None else None)
 
     def _forward_language_module(self, input_ids, position_ids, attention_mask, labels, input_tensors,
                                  packed_seq_params: Optional[PackedSeqParams] = None):
@@ -219,7 +237,7 @@ class MimoModel(MegatronModule):
                 raise ValueError("a non-first language stage needs set_input_tensor({'language': h}) first")
             self.language_model.set_input_tensor(hidden)
             decoder_input = None
-        out = self._run_language_model(decoder_input, attention_mask, labels, packed_seq_params)
+        out = self._run_language_model(decoder_input, position_ids, attention_mask, labels, packed_seq_params)
         return out if self.role.is_last_stage(LANG) else {LANG: out}
 
     def _forward_all_modules(self, input_ids, position_ids, attention_mask, loss_mask, labels, modality_inputs,
@@ -237,7 +255,8 @@ class MimoModel(MegatronModule):
             # encoder's rows to the ranks whose language replica uses them (comm/exchange.py)
             embeddings = self.colocated_bridge(embeddings)
         decoder_input = self._merge(input_ids, position_ids, embeddings)
-        out = self._run_language_model(decoder_input, attention_mask, labels, _packed_seq_params(packing_kwargs))
+        out = self._run_language_model(decoder_input, position_ids, attention_mask, labels,
+                                       _packed_seq_params(packing_kwargs))
         return out, loss_mask
 
     # ---- helpers ------------------------------------------------------------------------------
@@ -269,7 +288,7 @@ class MimoModel(MegatronModule):
         """
         input_ids = _batched(input_ids)
         tp = self.language_model.pg_collection.tp
-        full = self.language_model.embedding(input_ids=input_ids, position_ids=position_ids)  # (S, B, H)
+        full = self.language_model.embedding(input_ids=input_ids, position_ids=_text_positions(position_ids))
         local = scatter_to_sequence_parallel(full, tp).transpose(0, 1)  # (B, S/tp, H)
         n = local.size(1)
         ids = input_ids[:, tp.rank() * n:(tp.rank() + 1) * n]
@@ -282,9 +301,12 @@ class MimoModel(MegatronModule):
             local = local.masked_scatter(mask.unsqueeze(-1).expand_as(local), rows.to(local.dtype))
         return local.transpose(0, 1).contiguous()
 
-    def _run_language_model(self, decoder_input, attention_mask, labels, packed_seq_params):
-        out = self.language_model(input_ids=None, position_ids=None, attention_mask=_attention_mask(attention_mask),
-                                  decoder_input=decoder_input, labels=None, packed_seq_params=packed_seq_params)
+    def _run_language_model(self, decoder_input, position_ids, attention_mask, labels, packed_seq_params):
+        # position_ids go through for rotary embeddings that read them (mRoPE); input_ids never do:
+        # decoder_input replaces the embedding lookup (upstream's contract)
+        out = self.language_model(input_ids=None, position_ids=position_ids,
+                                  attention_mask=_attention_mask(attention_mask), decoder_input=decoder_input,
+                                  labels=None, packed_seq_params=packed_seq_params)
         if labels is not None and self.role.is_last_stage(LANG):
             # megatron's loss path reads parallel_state; ours uses the LM's own tp group
             return vocab_parallel_cross_entropy(out, labels, self.language_model.tp_group)
@@ -328,6 +350,13 @@ def _batched(x: torch.Tensor) -> torch.Tensor:
     if x.dim() != 2:
         raise ValueError(f"input_ids/position_ids must be (B, S) or (S,), got shape {tuple(x.shape)}")
     return x
+
+
+def _text_positions(position_ids: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The absolute positions text embeddings use: channel 0 of 3-D (rope_dim, B, S) mRoPE ids."""
+    if position_ids is not None and position_ids.dim() == 3:
+        return position_ids[0]
+    return position_ids
 
 
 def _attention_mask(mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

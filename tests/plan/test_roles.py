@@ -51,7 +51,7 @@ def test_rank_role_without_grids_is_colocated_on_every_module():
 
 def test_rank_role_rejects_a_grid_map_that_misses_a_module():
     grid = SimpleNamespace(rank_offset=0, shape=[1, 1, 1, 1], dim_names=["tp", "cp", "dp", "pp"])
-    with pytest.raises(ValueError, match="must equal modality names"):
+    with pytest.raises(ValueError, match=r"module_to_grid_map keys must match modality module names \+ .language.\. Missing: \[.images.\], Extra: \[\]"):
         RankRole.build(["images"], {"language": grid}, rank=0)
 
 
