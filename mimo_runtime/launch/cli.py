@@ -16,6 +16,9 @@ COMMANDS = {
     "plan": ("plan", "show how a topology maps onto ranks (table or --json)"),
     "train": ("train", "train a topology (spawns its ranks, or is one rank under torchrun)"),
     "schedule": ("schedule", "print a topology's per-stage action lists and simulated bubble"),
+    "check": ("check", "a dry run without ranks: plan's checks, factories, a meta-device build, pretrained files, "
+                       "freeze patterns, data; parameters and per-rank memory"),
+    "params": ("params", "list a topology's canonical parameter names and full shapes"),
     "bench": ("bench", "side-by-side benchmarks: vs torch pipelining, makespan, overhead, bridge bytes, scale"),
     "timeline": ("timeline", "draw the per-rank Gantt chart of a --trace file (PNG)"),
 }

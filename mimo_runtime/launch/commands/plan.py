@@ -5,8 +5,9 @@ import json
 from mimo_runtime.errors import ArgumentError
 from mimo_runtime.launch.cli import add_overrides, positive_int
 from mimo_runtime.launch.commands import plan_auto
+from mimo_runtime.launch.commands.check import missing_files, missing_modules, stop
 from mimo_runtime.plan import make_plan
-from mimo_runtime.topology import load_topology, resolved_yaml
+from mimo_runtime.topology import Problems, load_topology, resolved_yaml
 
 
 def add_arguments(p) -> None:
@@ -25,6 +26,10 @@ def run(args) -> int:
         raise ArgumentError("topology", "a topology file is required (or --auto --world-size N --model PRESET)")
     topology = load_topology(args.topology, args.overrides)
     plan = make_plan(topology, args.world_size)
+    problems = Problems(topology.source)  # `mimo-run check` also builds the model and reads the data
+    missing_files(topology, problems)
+    missing_modules(topology, problems)
+    stop(problems, args.overrides)
     if args.resolved:
         print(resolved_yaml(topology), end="")
         return 0
