@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import yaml
 
 from mimo_runtime.errors import ArgumentError, TopologyError, UserError
+from mimo_runtime.topology.parse import yaml_loader
 from mimo_runtime.topology.problems import TopologyErrors, flatten
 
 Override = Tuple[str, Any]
@@ -24,8 +25,6 @@ def parse_override(text: str) -> Override:
         raise ArgumentError("--set", f"expected key.path=value, got {text!r}")
     if any(not part for part in key.split(".")):
         raise ArgumentError(f"--set {key}", "empty key in the path (write e.g. train.lr=1.0e-3)")
-    from mimo_runtime.topology.parse import yaml_loader
-
     try:
         return key, yaml.load(value, Loader=yaml_loader()) if value.strip() else None
     except yaml.YAMLError as e:
