@@ -11,4 +11,7 @@ if [ "${1:-}" = "--torchrun" ]; then
     shift
     exec "$here/../torchrun/train.sh" "$here/topology.yaml" "$@"
 fi
-exec "${PYTHON:-python}" -m mimo_runtime.launch train "$here/topology.yaml" "$@"
+# the repository's .venv (what `make install` creates) unless PYTHON names another interpreter
+python=${PYTHON:-$(cd "$here/../.." && pwd)/.venv/bin/python}
+[ -x "$python" ] || { echo "error: no interpreter at $python: run \`make install\` or set PYTHON" >&2; exit 2; }
+exec "$python" -m mimo_runtime.launch train "$here/topology.yaml" "$@"

@@ -5,7 +5,10 @@
 set -euo pipefail
 topology=${1:?usage: examples/torchrun/train.sh TOPOLOGY [mimo-run train flags...]}
 shift
-python=${PYTHON:-python}
+# the repository's .venv (what `make install` creates) unless PYTHON names another interpreter
+root=$(cd "$(dirname "$0")/../.." && pwd)
+python=${PYTHON:-$root/.venv/bin/python}
+[ -x "$python" ] || { echo "error: no interpreter at $python: run \`make install\` or set PYTHON" >&2; exit 2; }
 # The world size comes from the plan, so --nproc-per-node always matches the topology.
 nproc=$("$python" -m mimo_runtime.launch plan "$topology" --json |
         "$python" -c 'import json, sys; print(json.load(sys.stdin)["world_size"])')

@@ -16,6 +16,9 @@ COMMANDS = {
     "plan": ("plan", "show how a topology maps onto ranks (table or --json)"),
     "train": ("train", "train a topology (spawns its ranks, or is one rank under torchrun)"),
     "schedule": ("schedule", "print a topology's per-stage action lists and simulated bubble"),
+    "check": ("check", "a dry run without ranks: plan's checks, factories, a meta-device build, pretrained files, "
+                       "freeze patterns, data; parameters and per-rank memory"),
+    "params": ("params", "list a topology's canonical parameter names and full shapes"),
     "bench": ("bench", "side-by-side benchmarks: vs torch pipelining, makespan, overhead, bridge bytes, scale"),
     "timeline": ("timeline", "draw the per-rank Gantt chart of a --trace file (PNG)"),
 }
@@ -33,7 +36,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mimo_runtime import __version__
+
     parser = _Parser(prog="mimo-run", description="Heterogeneous multimodal training on megatron-core.")
+    parser.add_argument("--version", action="version", version=f"mimo-run {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (module, help_) in COMMANDS.items():
@@ -46,11 +52,20 @@ def _command(module: str):
     return importlib.import_module(f"mimo_runtime.launch.commands.{module}")
 
 
+def add_overrides(p) -> None:
+    """`--set key.path=value` (repeatable) for every command that reads a topology file."""
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
+                   help="override one key of the topology file (YAML value; repeatable), e.g. "
+                        "--set train.lr=1.0e-3 --set modules.images.frozen=true")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     quiet_library_warnings()
     args = build_parser().parse_args(argv)
     try:
         return int(_command(COMMANDS[args.command][0]).run(args) or 0)
+    except BrokenPipeError:
+        return _closed_pipe()
     except UserError as e:
         sys.stderr.write(e.line() + "\n")
         return e.exit_code
@@ -62,6 +77,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+
+
+def _closed_pipe() -> int:
+    """The reader went away (`mimo-run plan --json | head -1`): stop quietly, as `cat` does."""
+    import os
+
+    # Python flushes stdout again at exit and would report the same broken pipe there
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, what a shell reports for a process killed by the closed pipe
 
 
 def quiet_library_warnings() -> None:
@@ -90,7 +115,7 @@ def positive_int(flag: str):
     return parse
 
 
-__all__ = ["main", "build_parser", "positive_int", "ArgumentError"]
+__all__ = ["main", "build_parser", "positive_int", "add_overrides", "ArgumentError"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -109,9 +109,11 @@ def seq_length(config: MimoModelConfig) -> Optional[int]:
     return (config.language_model_spec.params or {}).get("max_sequence_length")
 
 
-def build_model(plan: Plan, groups: Mapping[str, Any], rank: int, seed: int, backend: str = "auto"):
+def build_model(plan: Plan, groups: Mapping[str, Any], rank: int, seed: int, backend: str = "auto",
+                initialize: bool = True):
     """The MimoModel `rank` holds under `plan`, from the topology's factory, initialized from
-    (seed, parameter name), frozen encoders frozen; `groups` from mimo_runtime.groups."""
+    (seed, parameter name) unless `initialize` is false (a meta-device build, model/meta.py),
+    frozen encoders frozen; `groups` from mimo_runtime.groups."""
     from mimo_runtime.model.init import init_parameters
     from mimo_runtime.model.mimo import MimoModel
     from mimo_runtime.model.presets import _check_layer_split, freeze_encoder
@@ -120,7 +122,8 @@ def build_model(plan: Plan, groups: Mapping[str, Any], rank: int, seed: int, bac
                        {n: g.grid for n, g in groups.items()}, backend)
     model = MimoModel(model_config(ctx), rank=rank)
     _check_layer_split(model)
-    init_parameters(model, seed)
+    if initialize:
+        init_parameters(model, seed)
     for name, m in plan.modules.items():
         if m.frozen and name != LANG:
             freeze_encoder(model, name)

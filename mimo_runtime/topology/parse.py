@@ -11,6 +11,7 @@ from typing import Any, Dict
 import yaml
 
 from mimo_runtime.errors import TopologyError
+from mimo_runtime.topology.problems import Problems
 from mimo_runtime.topology.schema import REQUIRED, Module, Topology
 
 
@@ -34,6 +35,10 @@ def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode, deep: b
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def yaml_loader() -> type:
+    return _Loader
 
 
 def read_yaml(path: str) -> Dict[str, Any]:
@@ -125,7 +130,8 @@ def _float_hint(value: Any) -> str:
 
 
 def build(cls: type, raw: Any, src: str, path: str, **given: Any) -> Any:
-    """Fill dataclass `cls` from mapping `raw`: unknown keys, types and simple bounds checked."""
+    """Fill dataclass `cls` from mapping `raw`: unknown keys, types and simple bounds checked,
+    every bad key reported (problems.py), not only the first."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -133,22 +139,25 @@ def build(cls: type, raw: Any, src: str, path: str, **given: Any) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     prefix = f"{path}." if path else ""
+    problems = Problems(src)
     for key in raw:
         if key not in fields or key in given:
             near = difflib.get_close_matches(str(key), [k for k in fields if k not in given], n=1)
             hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise TopologyError(src, f"{prefix}{key}", f"unknown key{hint}")
+            problems.add(f"{prefix}{key}", f"unknown key{hint}")
     values = dict(given)
     for name, f in fields.items():
         if name in given:
             continue
         if name not in raw:
             if f.default is REQUIRED:
-                raise TopologyError(src, f"{prefix}{name}", "required key is missing")
+                problems.add(f"{prefix}{name}", "required key is missing")
             continue
-        value = _convert(raw[name], hints[name], src, f"{prefix}{name}")
-        _check_bounds(value, f, src, f"{prefix}{name}")
-        values[name] = value
+        with problems.guard():
+            value = _convert(raw[name], hints[name], src, f"{prefix}{name}")
+            _check_bounds(value, f, src, f"{prefix}{name}")
+            values[name] = value
+    problems.stop()
     return cls(**values)
 
 
@@ -168,13 +177,23 @@ def _check_bounds(value: Any, f: dataclasses.Field, src: str, path: str) -> None
 def parse_modules(raw: Any, src: str) -> Dict[str, Module]:
     if not isinstance(raw, dict) or not raw:
         raise TopologyError(src, "modules", "expected a non-empty mapping of module name -> module")
-    return {str(name): build(Module, spec_, src, f"modules.{name}", name=str(name)) for name, spec_ in raw.items()}
+    problems, modules = Problems(src), {}
+    for name, section in raw.items():
+        with problems.guard():
+            modules[str(name)] = build(Module, section, src, f"modules.{name}", name=str(name))
+    problems.stop()
+    return modules
 
 
 def parse_topology(raw: Dict[str, Any], src: str) -> Topology:
     """Schema pass only; `validate.finalize` fills defaults and checks cross-field rules."""
+    problems, modules = Problems(src), {}
     if "modules" not in raw:
-        raise TopologyError(src, "modules", "required key is missing")
-    modules = parse_modules(raw["modules"], src)
+        problems.add("modules", "required key is missing")
+    with problems.guard():
+        modules = parse_modules(raw.get("modules"), src) if "modules" in raw else {}
     rest = {k: v for k, v in raw.items() if k != "modules"}
-    return build(Topology, rest, src, "", modules=modules, source=src)
+    with problems.guard():
+        topo = build(Topology, rest, src, "", modules=modules, source=src)
+    problems.stop()
+    return topo

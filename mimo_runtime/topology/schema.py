@@ -57,7 +57,8 @@ class Optimizer:
     lr_schedule: Optional[str] = spec(None, "constant, warmup_cosine or warmup_linear; default constant",
                                       choices=LR_SCHEDULES)
     warmup_steps: Optional[int] = spec(None, "steps of linear warm-up from 0 to lr; default 0", min_value=0)
-    decay_steps: Optional[int] = spec(None, "step at which the decay reaches min_lr; default train.steps",
+    decay_steps: Optional[int] = spec(None, "step at which the decay reaches min_lr; default train.steps "
+                                               "(`mimo-run train --steps N` sets it)",
                                       positive=True)
     min_lr: Optional[float] = spec(None, "learning rate at the end of the decay; default 0.0", min_value=0.0)
     no_weight_decay: Optional[Tuple[str, ...]] = spec(

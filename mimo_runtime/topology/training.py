@@ -12,6 +12,7 @@ import re
 from typing import Any, Dict
 
 from mimo_runtime.errors import TopologyError
+from mimo_runtime.topology.problems import Problems
 from mimo_runtime.topology.schema import Module, Optimizer, Topology
 
 DEFAULTS: Dict[str, Any] = dict(name="adamw", betas=(0.9, 0.999), eps=1e-8, momentum=0.0, lr_schedule="constant",
@@ -34,15 +35,21 @@ def resolve_training(topo: Topology) -> Topology:
     base = dict(DEFAULTS, lr=t.lr, weight_decay=t.weight_decay, decay_steps=t.steps)
     train_given = given(t.optimizer)
     resolved_train = Optimizer(**dict(base, **train_given))
-    _check_optimizer(resolved_train, lambda k: _where(k, "train", train_given, {}), train_given, src)
-    modules = {n: _resolve_module(m, base, train_given, t.precision, src) for n, m in topo.modules.items()}
+    problems = Problems(src)
+    with problems.guard():
+        _check_optimizer(resolved_train, lambda k: _where(k, "train", train_given, {}), train_given, src)
+    modules = {}
+    for n, m in topo.modules.items():
+        with problems.guard():
+            modules[n] = _resolve_module(m, base, train_given, t.precision, src)
+    problems.stop()
     return dataclasses.replace(topo, modules=modules, train=dataclasses.replace(t, optimizer=resolved_train))
 
 
 def _resolve_module(m: Module, base: Dict[str, Any], train_given: Dict[str, Any], precision: str,
                     src: str) -> Module:
     mine = given(m.optimizer)
-    opt = Optimizer(**dict(base, **train_given, **mine))
+    opt = Optimizer(**{**base, **train_given, **mine})
     _check_optimizer(opt, lambda k: _where(k, m.name, train_given, mine), {**train_given, **mine}, src)
     for i, pattern in enumerate(m.freeze):
         if not pattern.strip():

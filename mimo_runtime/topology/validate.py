@@ -7,47 +7,53 @@ from typing import Dict, List, Tuple
 from mimo_runtime.errors import TopologyError
 from mimo_runtime.factories import check_form
 from mimo_runtime.topology.presets import PRESETS
+from mimo_runtime.topology.problems import Problems
 from mimo_runtime.topology.schema import ModelFactory, Module, Parallel, Topology
 from mimo_runtime.topology.training import resolve_training
 
 
 def finalize(topo: Topology) -> Topology:
-    src = topo.source
-    _check_kinds(topo)
-    modules = {n: _fill_sizes(m, src) for n, m in topo.modules.items()}
+    """Derived defaults, then every check in `CHECKS`; all independent problems are reported together."""
+    src, problems = topo.source, Problems(topo.source)
+    _check_kinds(topo, problems)
+    problems.stop()  # the rules below need exactly one language module
+    modules = {}
+    for n, m in topo.modules.items():
+        with problems.guard():
+            modules[n] = _fill_sizes(m, src)
+    problems.stop()  # placement needs every module's rank count
     modules = _place(modules, topo.placement, src)
     edges = _edges(topo, modules)
     topo = dataclasses.replace(topo, modules=modules, edges=edges)
-    _check_model(topo)
-    _check_batches(topo)
-    return resolve_training(topo)
+    for check in CHECKS:
+        check(topo, problems)
+    with problems.guard():
+        resolved = resolve_training(topo)
+    problems.stop()
+    return resolved
 
 
-def _check_kinds(topo: Topology) -> None:
-    src = topo.source
+def _check_kinds(topo: Topology, problems: Problems) -> None:
     langs = [n for n, m in topo.modules.items() if m.kind == "language"]
     if not langs:
-        raise TopologyError(src, "modules", "no module has kind: language (exactly one is required)")
-    if len(langs) > 1:
-        raise TopologyError(src, f"modules.{langs[1]}.kind",
-                            f"several language modules ({', '.join(langs)}); exactly one is allowed")
-    if langs[0] != "language":
-        raise TopologyError(src, f"modules.{langs[0]}",
-                            f"the language module must be named 'language' (MIMO_LANGUAGE_MODULE_KEY), got '{langs[0]}'")
+        problems.add("modules", "no module has kind: language (exactly one is required)")
+    elif len(langs) > 1:
+        problems.add(f"modules.{langs[1]}.kind", f"several language modules ({', '.join(langs)}); exactly one is allowed")
+    elif langs[0] != "language":
+        problems.add(f"modules.{langs[0]}",
+                     f"the language module must be named 'language' (MIMO_LANGUAGE_MODULE_KEY), got '{langs[0]}'")
     for n, m in topo.modules.items():
         if m.kind == "encoder" and m.modality and m.modality != n:
-            raise TopologyError(src, f"modules.{n}.modality",
-                                f"an encoder module is named by its modality: rename '{n}' to '{m.modality}'")
+            problems.add(f"modules.{n}.modality", f"an encoder module is named by its modality: rename '{n}' to '{m.modality}'")
         if m.kind == "language" and m.modality:
-            raise TopologyError(src, f"modules.{n}.modality", "only encoders have a modality")
+            problems.add(f"modules.{n}.modality", "only encoders have a modality")
         if m.kind == "language" and m.frozen:
-            raise TopologyError(src, f"modules.{n}.frozen", "only encoders can be frozen")
+            problems.add(f"modules.{n}.frozen", "only encoders can be frozen")
         if m.kind == "encoder" and m.sequence_parallel:
-            raise TopologyError(src, f"modules.{n}.sequence_parallel", "sequence parallelism is supported for the "
-                                                                       "language model only")
+            problems.add(f"modules.{n}.sequence_parallel", "sequence parallelism is supported for the language model only")
         if m.kind == "encoder" and m.parallel.cp > 1:
-            raise TopologyError(src, f"modules.{n}.parallel.cp",
-                                f"context parallelism is supported for the language model only, got cp={m.parallel.cp}")
+            problems.add(f"modules.{n}.parallel.cp",
+                         f"context parallelism is supported for the language model only, got cp={m.parallel.cp}")
 
 
 def _fill_sizes(m: Module, src: str) -> Module:
@@ -176,14 +182,25 @@ def _reaches(a: str, b: str, edges) -> bool:
     return False
 
 
-def _check_model(topo: Topology) -> None:
+def _check_factories(topo: Topology, problems: Problems) -> None:
     src = topo.source
     if topo.data is not None:
-        check_form(src, "data.factory", topo.data.factory)
+        with problems.guard():
+            check_form(src, "data.factory", topo.data.factory)
     if isinstance(topo.model, ModelFactory):
-        # the user's model: its dimensions are unknown until the factory runs (model/factory.py checks it then)
-        check_form(src, "model.factory", topo.model.factory)
-        return
+        with problems.guard():
+            check_form(src, "model.factory", topo.model.factory)
+
+
+def _check_model(topo: Topology, problems: Problems) -> None:
+    if isinstance(topo.model, ModelFactory):
+        return  # the user's model: its dimensions are unknown until the factory runs (`mimo-run check` builds it)
+    with problems.guard():
+        _check_preset(topo)
+
+
+def _check_preset(topo: Topology) -> None:
+    src = topo.source
     preset = PRESETS.get(topo.model)
     if preset is None:
         near = difflib.get_close_matches(topo.model, list(PRESETS), n=1)
@@ -232,7 +249,12 @@ def _check_dims(src: str, path: str, p: Parallel, heads: int, layers: int, prese
         raise TopologyError(src, f"{path}.pp", f"{p.pp} does not divide the {layers} layers of preset '{preset}'")
 
 
-def _check_batches(topo: Topology) -> None:
+def _check_batches(topo: Topology, problems: Problems) -> None:
+    with problems.guard():
+        _check_batch_sizes(topo)
+
+
+def _check_batch_sizes(topo: Topology) -> None:
     src, t = topo.source, topo.train
     lang = topo.language
     ldp = lang.parallel.dp
@@ -252,3 +274,8 @@ def _check_batches(topo: Topology) -> None:
         if per_mb % da:
             raise TopologyError(src, f"modules.{a}.parallel.dp",
                                 f"{da} does not divide the {per_mb} samples of a microbatch (micro_batch x language dp)")
+
+
+# Checks of a placed topology, each independent of the others: `check(topo, problems)` records what
+# it finds (problems.py). A rule on a new section's keys is one function appended here.
+CHECKS = (_check_factories, _check_model, _check_batches)

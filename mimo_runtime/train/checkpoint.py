@@ -4,7 +4,7 @@ Layout of --checkpoint-dir (on several nodes it must be storage every node share
 
     step_00000006/   one complete checkpoint: DCP shard files (__<rank>_0.distcp) and .metadata,
                      mimo.json (step, model, seed, optimizer scalars, the topology it was saved on),
-                     rng/rank<r>.pt
+                     topology.yaml (that topology resolved: every default filled in), rng/rank<r>.pt
     latest           the name of the newest complete checkpoint
     .tmp-step_N/     a save in progress, or one a crash interrupted (the next save removes it)
 
@@ -23,11 +23,13 @@ import torch
 import torch.distributed as dist
 
 from mimo_runtime.errors import UserError
+from mimo_runtime.topology import resolved_yaml
 from mimo_runtime.train import checkpoint_state as cs
 from mimo_runtime.train.checkpoint_check import (META_FILE, CheckpointError, check_files, check_run, check_tensors,
                                                  read_dcp_metadata, read_meta)
 
 LATEST = "latest"
+TOPOLOGY_FILE = "topology.yaml"  # the run's resolved topology: `mimo-run train` can rerun it as is
 CRASH_ENV = "MIMO_CHECKPOINT_CRASH"  # tests: "RANK:STEP" kills that rank after its shards, before the rename
 
 
@@ -75,6 +77,8 @@ def save_checkpoint(rt, root: str, step: int, keep_last: int) -> str:
     dist.barrier()  # every rank's files are on disk
     if rank == 0:
         _write_json(os.path.join(tmp, META_FILE), _meta(rt, step, scalars))
+        with open(os.path.join(tmp, TOPOLOGY_FILE), "w", encoding="utf-8") as f:
+            f.write(resolved_yaml(rt.topology))
         _commit(root, tmp, final)
         _prune(root, keep_last)
     dist.barrier()

@@ -74,6 +74,14 @@ def test_keep_last_and_latest():
     assert meta["optimizer_scalars"]["language"]["step"] == 6.0
 
 
+def test_every_checkpoint_keeps_the_resolved_topology_it_was_saved_on():
+    from mimo_runtime.topology import load_topology
+
+    runs.uninterrupted()
+    saved = load_topology(runs.path("full", "step_00000004", "topology.yaml"))
+    assert saved.modules == runs.S.modules and saved.train == runs.S.train
+
+
 def test_corrupt_or_mismatched_checkpoints_fail_with_one_clear_line():
     errors = runs.on_one_rank()[0]
     ckpt = {name: os.path.join(root, "step_00000003") for name, (root, _) in errors.items()}

@@ -121,16 +121,3 @@ def test_tensorboard_logs_when_installed_and_is_one_error_line_otherwise(tmp_pat
     assert main(["train", "topologies/vlm-2rank.yaml", "--tensorboard", str(tmp_path / "tb")]) == 2
     assert capsys.readouterr().err == \
         "error: --tensorboard: the tensorboard package is not installed (pip install tensorboard)\n"
-
-
-def test_demo_trains_the_default_topology_with_its_own_training_settings():
-    from mimo_runtime.launch import demo
-    from mimo_runtime.plan import make_plan
-    from mimo_runtime.topology import load_topology
-
-    topo, shipped = demo.demo_topology(), load_topology(demo.TOPOLOGY)
-    assert topo.modules.keys() == shipped.modules.keys() and topo.world_size == shipped.world_size == 4
-    assert {n: m.parallel for n, m in topo.modules.items()} == {n: m.parallel for n, m in shipped.modules.items()}
-    assert (topo.train.steps, topo.train.global_batch, topo.train.lr) == (demo.STEPS, 64, demo.TRAIN["lr"])
-    assert topo.modules["images"].optimizer.lr == demo.ENCODER_LR
-    assert make_plan(topo).num_microbatches == 8

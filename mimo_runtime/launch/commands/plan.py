@@ -1,18 +1,21 @@
-"""`mimo-run plan TOPOLOGY [--json] [--world-size N]`, or `--auto` (plan_auto.py)."""
+"""`mimo-run plan TOPOLOGY [--json | --resolved] [--world-size N] [--set KEY=VALUE]`, or `--auto` (plan_auto.py)."""
 
 import json
 
 from mimo_runtime.errors import ArgumentError
-from mimo_runtime.launch.cli import positive_int
+from mimo_runtime.launch.cli import add_overrides, positive_int
 from mimo_runtime.launch.commands import plan_auto
+from mimo_runtime.launch.commands.check import missing_files, missing_modules, stop
 from mimo_runtime.plan import make_plan
-from mimo_runtime.topology import load_topology
+from mimo_runtime.topology import Problems, load_topology, resolved_yaml
 
 
 def add_arguments(p) -> None:
     p.add_argument("topology", nargs="?", help="topology YAML file (omit with --auto)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON (see docs/topology.md)")
+    p.add_argument("--resolved", action="store_true", help="print the topology with every default filled in (YAML)")
     p.add_argument("--world-size", type=positive_int("--world-size"), help="check against this many ranks")
+    add_overrides(p)
     plan_auto.add_arguments(p)
 
 
@@ -21,7 +24,15 @@ def run(args) -> int:
         return plan_auto.run(args)
     if args.topology is None:
         raise ArgumentError("topology", "a topology file is required (or --auto --world-size N --model PRESET)")
-    plan = make_plan(load_topology(args.topology), args.world_size)
+    topology = load_topology(args.topology, args.overrides)
+    plan = make_plan(topology, args.world_size)
+    problems = Problems(topology.source)  # `mimo-run check` also builds the model and reads the data
+    missing_files(topology, problems)
+    missing_modules(topology, problems)
+    stop(problems, args.overrides)
+    if args.resolved:
+        print(resolved_yaml(topology), end="")
+        return 0
     if args.json:
         print(json.dumps(plan.to_json(), indent=1))
         return 0

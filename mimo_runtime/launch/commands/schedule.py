@@ -4,7 +4,7 @@ Prints each stage node's action list (what the executor will run on its ranks), 
 and the simulated bubble fraction. Pure Python: no torch is imported.
 """
 
-from mimo_runtime.launch.cli import positive_int
+from mimo_runtime.launch.cli import add_overrides, positive_int
 from mimo_runtime.plan import make_plan
 from mimo_runtime.schedule import (
     SCHEDULE_KINDS, build_schedule, format_grid, format_timeline, node_name, rendezvous_deadlock, validate)
@@ -16,10 +16,11 @@ def add_arguments(p) -> None:
     p.add_argument("--microbatches", type=positive_int("--microbatches"), metavar="M",
                    help="microbatches per step (default: global_batch / (micro_batch x language dp))")
     p.add_argument("--schedule", choices=SCHEDULE_KINDS, help="schedule kind (default: train.schedule)")
+    add_overrides(p)
 
 
 def run(args) -> int:
-    plan = make_plan(load_topology(args.topology))
+    plan = make_plan(load_topology(args.topology, args.overrides))
     m = args.microbatches or plan.num_microbatches
     schedule = build_schedule(plan, m, args.schedule or plan.topology.train.schedule)
     result = validate(schedule)

@@ -4,12 +4,13 @@ import os
 
 from mimo_runtime.errors import ArgumentError
 from mimo_runtime.factories import preflight
-from mimo_runtime.launch.cli import positive_int
+from mimo_runtime.launch.cli import add_overrides, positive_int
 
 
 def add_arguments(p) -> None:
     p.add_argument("topology", help="topology YAML file")
-    p.add_argument("--steps", type=positive_int("--steps"), help="optimizer steps (default: train.steps)")
+    p.add_argument("--steps", type=positive_int("--steps"),
+                   help="optimizer steps (default: train.steps); the lr schedule's decay_steps follows it unless set")
     p.add_argument("--seed", type=int, help="seed for init and data (default: train.seed)")
     p.add_argument("--colocated", action="store_true",
                    help="same model, data and batch with every module on all --nproc ranks (1 = reference)")
@@ -20,6 +21,7 @@ def add_arguments(p) -> None:
                    help="encoders that train nothing compute the next step's first K forwards before the "
                         "optimizer barrier (0: off; default 1)")
     p.add_argument("--timeout", type=float, metavar="S", help="collective/peer timeout in seconds (default: train.timeout_s)")
+    add_overrides(p)
     ck = p.add_argument_group("checkpoints, evaluation, metrics, trace (docs/quickstart.md)")
     ck.add_argument("--checkpoint-dir", metavar="DIR", help="save checkpoints here (shared storage on several nodes)")
     ck.add_argument("--save-every", type=positive_int("--save-every"), metavar="K",
@@ -80,10 +82,15 @@ def _product_options(args) -> dict:
                 trace_path=args.trace, tensorboard_dir=args.tensorboard)
 
 
+def run_overrides(args) -> list:
+    """`--steps N` is `train.steps` for the whole run: the lr schedule's lengths default to it."""
+    return list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps else [])
+
+
 def run(args) -> int:
     from mimo_runtime.topology import load_topology
 
-    topology = load_topology(args.topology)
+    topology = load_topology(args.topology, run_overrides(args))
     preflight(topology)  # model/data factories import here once, before any rank starts
     cfg = run_config(args, topology)
     if args.ray:
