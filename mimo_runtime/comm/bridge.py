@@ -38,6 +38,10 @@ class Bridge:
         self.progress = progress  # called while a receive waits (p2p.wait_work)
         self.global_mb = global_mb
         self.outbox, self.stats, self.timeout_s = outbox, stats, timeout_s
+        if set(enc.ranks) & set(lang.ranks):
+            # colocated: a leader would also send its own rows to the ranks it relays to, and gloo
+            # matches one pair's messages by posting order; every route stays direct there
+            hosts = None
         self.fwd = forward_routes(enc, lang, global_mb, hosts)
         self.bwd = backward_routes(enc, lang, global_mb, hosts)
         self.bytes_to: Counter = Counter()  # payload bytes this rank's bridge sent, by destination rank

@@ -137,7 +137,7 @@ class MimoCompute:
                             packing_kwargs=self._packing_kwargs(tokens))
         if m.coords(self.rank).pp < m.pp - 1:
             return out[LANG]
-        return self._loss(out, tokens, step, st)
+        return self._loss(out, tokens, st)
 
     def _forward_colocated(self, step: int, mb: int, st) -> torch.Tensor:
         tokens = self._tokens(LANG, step, mb)
@@ -153,9 +153,9 @@ class MimoCompute:
                                attention_mask=None, loss_mask=tokens["loss_mask"], labels=None,
                                modality_inputs=self.feeder.all_modality_inputs(step, mb, self.rank),
                                packing_kwargs=self._packing_kwargs(tokens))
-        return self._loss(logits, tokens, step, st)
+        return self._loss(logits, tokens, st)
 
-    def _loss(self, logits, tokens, step: int, st) -> torch.Tensor:
+    def _loss(self, logits, tokens, st) -> torch.Tensor:
         total = self.loss_fn(logits, tokens["labels"], tokens["loss_mask"], self.groups[LANG].pgs.tp)
         loss = total / self.loss_tokens
         st.loss_sum += float(loss.detach())
