@@ -10,10 +10,15 @@ parallelism: plan/sequence.py), the encoder side describes each sample by the sl
 rows instead of a row count, and a language rank gets (and sends gradients for) only its slot's
 rows. When both modules share ranks (colocated placement with different layouts), a route from a
 rank to itself is a local hand-over instead of a message.
+
+Given each rank's host (`hosts`), a block crosses to another host once per receiving group there
+(routes.py): the group's leader passes each block it receives on to the group's other ranks on its
+host as soon as it has it (a relay), so no rank waits for a leader that waits for it.
 """
 
+from collections import Counter
 from itertools import accumulate
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 
@@ -27,13 +32,19 @@ RowSpec = Sequence[Union[int, Sequence[int]]]
 
 class Bridge:
     def __init__(self, enc: ModulePlan, lang: ModulePlan, global_mb: int, rank: int,
-                 outbox: Outbox, stats: CommStats, timeout_s: float, progress=None):
+                 outbox: Outbox, stats: CommStats, timeout_s: float, progress=None,
+                 hosts: Optional[Sequence[str]] = None):
         self.enc, self.lang, self.rank = enc, lang, rank
         self.progress = progress  # called while a receive waits (p2p.wait_work)
         self.global_mb = global_mb
         self.outbox, self.stats, self.timeout_s = outbox, stats, timeout_s
-        self.fwd = forward_routes(enc, lang, global_mb)
-        self.bwd = backward_routes(enc, lang, global_mb)
+        if set(enc.ranks) & set(lang.ranks):
+            # colocated: a leader would also send its own rows to the ranks it relays to, and gloo
+            # matches one pair's messages by posting order; every route stays direct there
+            hosts = None
+        self.fwd = forward_routes(enc, lang, global_mb, hosts)
+        self.bwd = backward_routes(enc, lang, global_mb, hosts)
+        self.bytes_to: Counter = Counter()  # payload bytes this rank's bridge sent, by destination rank
         self.slots = lang.cp * lang.sequence_shards
         self._local = {}  # (direction, lo) -> rows this rank sent to itself
 
@@ -64,11 +75,17 @@ class Bridge:
             self._local[(id(routes), r.lo)] = block.detach()
         else:
             send_tensors({"rows": block}, r.dst, self.outbox, self.stats)
+            self.bytes_to[r.dst] += block.numel() * block.element_size()
 
     def _take(self, r: Route, routes, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The block of route `r`, passed on at once to the ranks this rank relays it to."""
         if r.src == self.rank:
             return self._local.pop((id(routes), r.lo))
-        return recv_tensors(["rows"], r.src, dtype, device, self.stats, self.timeout_s, progress=self.progress)["rows"]
+        block = recv_tensors(["rows"], r.src, dtype, device, self.stats, self.timeout_s, progress=self.progress)["rows"]
+        for x in routes:
+            if x.src == self.rank and x.via == r.origin and x.lo == r.lo:
+                self._post(block, x, routes)
+        return block
 
     def _check(self, block: torch.Tensor, r: Route, want: int, what: str) -> None:
         if block.shape[0] != want:
@@ -77,7 +94,7 @@ class Bridge:
 
     # encoder side
     def send_forward(self, rows: torch.Tensor, rows_per_sample: RowSpec) -> None:
-        mine = [r for r in self.fwd if r.src == self.rank]
+        mine = [r for r in self.fwd if r.src == self.rank and r.via < 0]
         if not mine:
             return
         slots = self._slot_lists(rows_per_sample)
@@ -92,7 +109,7 @@ class Bridge:
         slots = self._slot_lists(rows_per_sample)
         out = torch.zeros((sum(len(s) for s in slots), hidden), dtype=dtype, device=device)
         for r in (r for r in self.bwd if r.dst == self.rank):
-            idx = self._encoder_index(slots, r.lo, r.hi, self.lang.slot(r.src)).to(device)
+            idx = self._encoder_index(slots, r.lo, r.hi, self.lang.slot(r.origin)).to(device)
             block = self._take(r, self.bwd, dtype, device)
             self._check(block, r, idx.numel(), "gradient")
             out.index_copy_(0, idx, block.reshape(-1, hidden))
@@ -110,7 +127,7 @@ class Bridge:
         return torch.cat(blocks) if blocks else torch.empty((0, hidden), dtype=dtype, device=device)
 
     def send_backward(self, grad: torch.Tensor, rows_per_sample: Sequence[int]) -> None:
-        mine = [r for r in self.bwd if r.src == self.rank]
+        mine = [r for r in self.bwd if r.src == self.rank and r.via < 0]
         if not mine:
             return
         first = self._first_sample(self.lang)

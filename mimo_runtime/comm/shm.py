@@ -48,14 +48,27 @@ def supported() -> bool:
 
 
 def host_key() -> str:
-    """Same key <=> same machine, /dev/shm and process ids: hostname, this boot's id, pid namespace."""
+    """Same key <=> same machine, /dev/shm and process ids: hostname, this boot's id, pid namespace.
+
+    `MIMO_FAKE_HOSTS=a,a,b,b` (tests) splits one machine into hosts: rank i is on host i of the list."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
         pidns = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         boot, pidns = "", 0
-    return f"{socket.gethostname()}/{boot}/{pidns}"
+    fake = os.environ.get("MIMO_FAKE_HOSTS")
+    suffix = f"/{fake.split(',')[dist.get_rank()]}" if fake and dist.is_initialized() else ""
+    return f"{socket.gethostname()}/{boot}/{pidns}{suffix}"
+
+
+def host_keys() -> Optional[List[str]]:
+    """Collective over the default group: every rank's host_key, by rank (None without a group)."""
+    if not dist.is_initialized():
+        return None
+    keys: List[str] = [None] * dist.get_world_size()
+    dist.all_gather_object(keys, host_key())
+    return keys
 
 
 def alive(pid: int) -> bool:

@@ -39,9 +39,8 @@ def evaluate(rt, feeder: Feeder, batches: int) -> Dict[str, float]:
     weighted, tokens = 0.0, 0
     try:
         for b in range(batches):
-            n = feeder.loss_tokens(b)
-            weighted += rt.eval_step(b) * n
-            tokens += n
+            weighted += rt.eval_step(b) * compute.loss_tokens  # the batch's masked tokens (begin_step)
+            tokens += compute.loss_tokens
     finally:
         compute.feeder = train_feeder
     correct, total = (loss_share(rt.plan, rt.rank, float(c)) for c in compute.caption_counts)

@@ -25,6 +25,7 @@ import torch
 from mimo_runtime.comm import Bridge, CommStats, Outbox, recv_tensors, send_tensors, shm
 from mimo_runtime.comm.inbox import Inbox
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
+from mimo_runtime.train.memory import ActivationMeter
 
 
 @dataclass
@@ -50,9 +51,11 @@ class Executor:
         self.inbox = Inbox(self.stats, timeout_s, progress=self.progress)
         self.trace: List[Tuple[str, float, float]] = []  # (action, start, end) in time.perf_counter
         self.fault = _fault_from_env(rank)
+        self.memory = ActivationMeter()  # activation_peak_mb (train/memory.py)
         self.ahead: Optional[Tuple[int, Dict[int, torch.Tensor]]] = None  # (step, {mb: output}) computed ahead
+        hosts = shm.host_keys() if plan.edges else None  # collective: every rank has the same plan
         self.bridges = {enc: Bridge(plan.modules[enc], plan.language, plan.micro_batch * plan.language.dp, rank,
-                                    self.outbox, self.stats, timeout_s, self.progress) for enc, _ in plan.edges}
+                                    self.outbox, self.stats, timeout_s, self.progress, hosts) for enc, _ in plan.edges}
         if hasattr(compute, "attach"):
             compute.attach(self.bridges)
 
@@ -62,17 +65,21 @@ class Executor:
 
     def run_step(self, actions, step: int, train: bool = True) -> StepState:
         st = StepState(step, train)
+        if hasattr(self.compute, "begin_step"):  # a collective over the world (mimo_compute: the loss denominator)
+            self.compute.begin_step(step)
         if train:
             if self.carried(step):
                 st.outputs.update(self.ahead[1])
             self.ahead = None
         self._post_receives_early(actions, st)
+        self.memory.start_step()
         for i, a in enumerate(actions):
             if self.fault is not None and self.fault[0] == step and i == 1:
                 _inject(self.fault[1], self.rank)
             t0 = time.perf_counter()
             getattr(self, "_" + a.kind.lower())(a, st)
             self.trace.append((str(a), t0, time.perf_counter()))
+            self.memory.observe(t for _, t in self.outbox.pending)
         self._complete_sends()
         m = self.plan.num_microbatches
         if train and any(a.mb >= m for a in actions):  # the list worked ahead (what it has not sent yet, if any)
@@ -207,7 +214,7 @@ class Executor:
 
     # ---- compute ----
     def _f(self, a, st: StepState) -> None:
-        with torch.set_grad_enabled(st.train):
+        with torch.set_grad_enabled(st.train), self.memory.hooks:
             st.outputs[a.mb] = self.compute.forward(a.module, *self._at(a, st), st.inputs.get(a.mb, {}), st)
 
     def _b(self, a, st: StepState) -> None:

@@ -21,7 +21,6 @@ class Feeder:
         self.collate_tokens, self.collate_modality = collate_tokens, collate_modality
         self.tokens_per_item = dict(tokens_per_item)  # MimoModelConfig.tokens_per_item
         self.packed = plan.topology.train.packing
-        self._step_tokens: Dict[int, int] = {}
         self._token_batches: Dict[tuple, Dict[str, torch.Tensor]] = {}  # this step's batches, by replica
 
     def samples(self, step: int, mb: int, module: ModulePlan, rank: int) -> List[int]:
@@ -75,13 +74,6 @@ class Feeder:
     def all_modality_inputs(self, step: int, mb: int, rank: int) -> Dict:
         """Colocated: every module on this rank, so every modality of this replica's samples."""
         return {n: self.modality_inputs(step, mb, n, rank) for n in self.plan.encoders}
-
-    def loss_tokens(self, step: int) -> int:
-        """Masked tokens in the whole global batch: the loss denominator (same on every topology)."""
-        if step not in self._step_tokens:
-            samples = _load(self.dataset, "tokens", self.sampler.step_samples(step))
-            self._step_tokens = {step: int(sum(int(t["loss_mask"].sum()) for t in samples))}
-        return self._step_tokens[step]
 
 
 def _load(dataset, what: str, ids: List[int], *extra) -> List:

@@ -3,6 +3,11 @@
 DESIGN "Semantics": per-microbatch losses are already divided by the global token count, so
 gradients are SUM-reduced over each module's dp_cp group. Tied input/output embeddings on
 different pipeline stages are summed over the module's embedding group.
+
+The buckets depend only on which parameters are trainable, never on which ones received a
+gradient on this replica: a replica whose encoder saw no items this step (or whose tokens never
+reached some parameter) would otherwise flatten other tensors than its peers, and the all-reduce
+would add unrelated gradients or hang. A trainable parameter without a gradient contributes zeros.
 """
 
 from typing import Iterable, List, Optional
@@ -15,22 +20,38 @@ BUCKET_BYTES = 16 * 1024 * 1024
 
 
 def all_reduce_grads(params: Iterable[torch.nn.Parameter], group: Optional[dist.ProcessGroup]) -> None:
-    """SUM-reduce `.grad` of `params` over `group`, in flat buckets (one message per bucket)."""
+    """SUM-reduce `.grad` of the trainable `params` over `group`, in flat buckets (one message per
+    bucket). Each bucket also sums one flag per parameter (whether this replica had a gradient), so
+    a parameter that no replica reached keeps `.grad = None`, exactly as in a single process."""
     if group is None or dist.get_world_size(group) == 1:
         return
-    grads = [p.grad for p in params if p.grad is not None]
-    for bucket in _buckets(grads):
-        flat = _flatten_dense_tensors(bucket)
+    trainable = [p for p in params if p.requires_grad]
+    had = {id(p): p.grad is not None for p in trainable}
+    for bucket in _buckets([_grad_or_zeros(p) for p in trainable]):
+        flags = torch.tensor([float(had[id(p)]) for p in bucket], dtype=bucket[0].grad.dtype,
+                             device=bucket[0].grad.device)
+        grads = [p.grad for p in bucket] + [flags]
+        flat = _flatten_dense_tensors(grads)
         dist.all_reduce(flat, group=group)
-        for g, synced in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
-            g.copy_(synced)
+        synced = _unflatten_dense_tensors(flat, grads)
+        for p, g, reached in zip(bucket, synced, synced[-1].tolist()):
+            if reached:
+                p.grad.copy_(g)
+            else:
+                p.grad = None
 
 
-def _buckets(grads: List[torch.Tensor]) -> List[List[torch.Tensor]]:
+def _grad_or_zeros(p: torch.nn.Parameter) -> torch.nn.Parameter:
+    if p.grad is None:
+        p.grad = torch.zeros_like(p)
+    return p
+
+
+def _buckets(params: List[torch.nn.Parameter]) -> List[List[torch.nn.Parameter]]:
     buckets, current, size = [], [], 0
-    for g in grads:
-        current.append(g)
-        size += g.numel() * g.element_size()
+    for p in params:
+        current.append(p)
+        size += p.grad.numel() * p.grad.element_size()
         if size >= BUCKET_BYTES:
             buckets.append(current)
             current, size = [], 0

@@ -26,7 +26,7 @@ class RankResult:
 
 
 def train_rank(rank: int, world_size: int, topology: Topology, cfg: RunConfig) -> RankResult:
-    from mimo_runtime.train import checkpoint, evaluate, metrics, trace
+    from mimo_runtime.train import checkpoint, evaluate, memory, metrics, trace
 
     rt = Runtime(topology, cfg, rank)
     result = RankResult()
@@ -50,6 +50,7 @@ def train_rank(rank: int, world_size: int, topology: Topology, cfg: RunConfig) -
             recorder.add(records, step, "train")
         record["tokens_per_s"] = tokens / record["step_time_s"]
         record["module_time_s"] = metrics.module_times(records, list(rt.plan.modules))
+        record["activation_peak_mb"] = memory.peak_mb(rt.executor.memory)
         if held_out is not None and _due(step, cfg.eval_every, cfg.steps):
             record.update(evaluate.evaluate(rt, held_out, evaluate.num_batches(held_out, cfg.eval_batches)))
             if recorder:

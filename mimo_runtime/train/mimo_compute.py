@@ -8,6 +8,7 @@ belong to which sample.
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 
 from mimo_runtime.comm.exchange import exchange_rows
 from mimo_runtime.model.factory import seq_length
@@ -16,7 +17,7 @@ from mimo_runtime.train.captions import count_captions
 from mimo_runtime.train.feed import Feeder
 from mimo_runtime.train.grads import all_reduce_grads
 from mimo_runtime.train.sequence_cut import count_cut_captions
-from mimo_runtime.train.optim import module_parameters
+from mimo_runtime.train.optim import loss_share, module_parameters
 
 COLOCATED = "*"
 
@@ -31,6 +32,7 @@ class MimoCompute:
         self.seq_length = seq_length(model.mimo_config)
         self.bridges = {}
         self.caption_counts = [0, 0]  # forward-only steps: (exact captions, captioned samples)
+        self.loss_tokens = 0  # the running step's loss denominator (begin_step)
 
     def attach(self, bridges) -> None:
         """The executor's bridges: colocated layouts use them in-process (comm/exchange.py)."""
@@ -96,6 +98,18 @@ class MimoCompute:
         return {"cu_seqlens_q": cu, "cu_seqlens_kv": cu, "cu_seqlens_q_padded": padded,
                 "cu_seqlens_kv_padded": padded}
 
+    # ---- the loss denominator ----
+    def begin_step(self, step: int) -> None:
+        """Collective over the world, before a step's first action: the masked tokens of global batch
+        `step`, summed from what each loss-reporting rank reads anyway (its replica's tokens, its cp
+        part), so no rank loads the global batch. Every rank learns it (evaluation weights by it)."""
+        local = 0
+        if loss_share(self.plan, self.rank, 1.0):
+            local = sum(int(self._tokens(LANG, step, mb)["loss_mask"].sum()) for mb in range(self.plan.num_microbatches))
+        buf = torch.tensor([local], dtype=torch.float64)
+        dist.all_reduce(buf)
+        self.loss_tokens = int(buf.item())
+
     # ---- forward ----
     def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st) -> torch.Tensor:
         if module == COLOCATED:
@@ -123,7 +137,7 @@ class MimoCompute:
                             packing_kwargs=self._packing_kwargs(tokens))
         if m.coords(self.rank).pp < m.pp - 1:
             return out[LANG]
-        return self._loss(out, tokens, step, st)
+        return self._loss(out, tokens, st)
 
     def _forward_colocated(self, step: int, mb: int, st) -> torch.Tensor:
         tokens = self._tokens(LANG, step, mb)
@@ -139,11 +153,11 @@ class MimoCompute:
                                attention_mask=None, loss_mask=tokens["loss_mask"], labels=None,
                                modality_inputs=self.feeder.all_modality_inputs(step, mb, self.rank),
                                packing_kwargs=self._packing_kwargs(tokens))
-        return self._loss(logits, tokens, step, st)
+        return self._loss(logits, tokens, st)
 
-    def _loss(self, logits, tokens, step: int, st) -> torch.Tensor:
+    def _loss(self, logits, tokens, st) -> torch.Tensor:
         total = self.loss_fn(logits, tokens["labels"], tokens["loss_mask"], self.groups[LANG].pgs.tp)
-        loss = total / self.feeder.loss_tokens(step)
+        loss = total / self.loss_tokens
         st.loss_sum += float(loss.detach())
         if not st.train:
             correct, captioned = self._count_captions(logits.detach(), tokens)
@@ -170,5 +184,5 @@ class MimoCompute:
             all_reduce_grads(module_parameters(self.model, name), pgs.dp_cp)
             if name == LANG and self.plan.modules[LANG].pp > 1:
                 shared = self.model.language_model.shared_embedding_or_output_weight()
-                if shared is not None and shared.grad is not None:
+                if shared is not None:
                     all_reduce_grads([shared], pgs.embd)

@@ -28,6 +28,7 @@ def test_metrics_jsonl_has_one_record_per_step_with_module_times():
         assert {"step", "loss", "grad_norm", "lr", "tokens_per_s", "step_time_s", "module_time_s"} <= r.keys()
         assert set(r["module_time_s"]) == {"images", "language"} and min(r["module_time_s"].values()) > 0
         assert r["tokens_per_s"] == pytest.approx(8 * 32 / r["step_time_s"])
+        assert r["activation_peak_mb"] > 0  # train/memory.py: the busiest rank's saved activations
     assert [r["loss"] for r in got] == runs.losses(runs.from_a())
 
 
