@@ -18,6 +18,9 @@ from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, ModulePlan, Modu
 from mimo_runtime.topology.schema import Topology
 
 PRESET_FACTORY = "mimo_runtime.model.factory:preset"
+# HF directories (mimo_runtime/hf, right of model in the data flow: resolved by name, not imported)
+HF_FACTORY = "mimo_runtime.hf.factory:hf_model"
+HF_LOADER = "mimo_runtime.hf.factory:load_weights"
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,10 @@ def build_model(plan: Plan, groups: Mapping[str, Any], rank: int, seed: int, bac
     model = MimoModel(model_config(ctx), rank=rank)
     _check_layer_split(model)
     init_parameters(model, seed)
+    text, args, field = model_factory(plan.topology)
+    if text == HF_FACTORY:
+        # after keyed init, so the loaded tensors are the ones that stay
+        resolve(plan.topology.source, field, HF_LOADER)(model, args, ctx)
     for name, m in plan.modules.items():
         if m.frozen and name != LANG:
             freeze_encoder(model, name)

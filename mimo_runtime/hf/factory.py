@@ -1,0 +1,29 @@
+"""The model factory behind `model: {hf: DIR}` (and from_pretrained): the architecture from
+`DIR/config.json`, the weights from `DIR/*.safetensors`, loaded after keyed init by `load_weights`."""
+
+from typing import Any, Mapping
+
+from mimo_runtime.hf.config import model_dims
+from mimo_runtime.hf.load import load_hf_weights
+from mimo_runtime.model.config import MimoModelConfig
+from mimo_runtime.model.families.build import family_config
+
+HF_FACTORY = "mimo_runtime.hf.factory:hf_model"
+
+
+def hf_model(args: Mapping[str, Any], ctx) -> MimoModelConfig:
+    """args {dir: an HF LLaVA or *ForCausalLM directory}; ctx: model.factory.BuildContext."""
+    dims = model_dims(args["dir"])
+    plan = ctx.plan
+    encoders = [n for n, m in plan.modules.items() if m.kind == "encoder"]
+    lang = plan.language
+    return family_config(dims, {n: (m.tp, m.pp) for n, m in plan.modules.items()}, ctx.pgs, ctx.grid_map,
+                         ctx.rank, ctx.backend, {n: ctx.recompute(n) for n in plan.modules}, lang.cp,
+                         lang.sequence_parallel, image_module=encoders[0] if encoders else "images")
+
+
+def load_weights(model, args: Mapping[str, Any], ctx) -> int:
+    """Fill every module `model` holds from args['dir']; returns the parameters loaded."""
+    directory = args["dir"]
+    sources = {name: (directory, ("lm", "vision", "projector")) for name in ctx.plan.modules}
+    return load_hf_weights(model, sources)
