@@ -5,42 +5,14 @@ text model), `LlamaForCausalLM` / `MistralForCausalLM` / `Qwen2ForCausalLM`, and
 saved parts `CLIPVisionModel` / `SiglipVisionModel`. Every error names the file and the field.
 """
 
-import json
 import math
-import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from mimo_runtime.errors import TopologyError
 from mimo_runtime.model.families.dims import DecoderDims, ProjectorDims, ViTDims, VLMDims
+from mimo_runtime.topology.hf import CAUSAL_LMS, VISION_MODELS, architecture, feature_layers, read_config
 
 DECODERS = ("llama", "mistral", "qwen2")
-CAUSAL_LMS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}
-VISION_MODELS = {"CLIPVisionModel": "clip_vision_model", "SiglipVisionModel": "siglip_vision_model"}
-LLAVA = "LlavaForConditionalGeneration"
-ARCHITECTURES = (LLAVA, *CAUSAL_LMS, *VISION_MODELS)
-
-
-def read_config(directory: str) -> Tuple[str, Dict[str, Any]]:
-    """(path of config.json, its contents)."""
-    path = os.path.join(directory, "config.json")
-    if not os.path.isfile(path):
-        raise TopologyError(directory, "config.json", "no config.json in this directory (an HF model directory "
-                                                      "written by save_pretrained is expected)")
-    try:
-        with open(path) as f:
-            return path, json.load(f)
-    except (OSError, ValueError) as e:
-        raise TopologyError(path, "", f"cannot read it as JSON: {e}") from None
-
-
-def architecture(path: str, cfg: Mapping[str, Any]) -> str:
-    archs = cfg.get("architectures") or []
-    if not archs:
-        raise TopologyError(path, "architectures", f"missing; supported: {', '.join(ARCHITECTURES)}")
-    if archs[0] not in ARCHITECTURES:
-        raise TopologyError(path, "architectures", f"'{archs[0]}' is not supported; supported: "
-                                                   f"{', '.join(ARCHITECTURES)}")
-    return archs[0]
 
 
 def model_dims(directory: str) -> VLMDims:
@@ -148,13 +120,7 @@ def vit_dims(path: str, c: Mapping[str, Any], where: str, feature_layer: Any, st
                                                         f"clip_vision_model, siglip_vision_model")
     clip = kind == "clip_vision_model"
     total = _int(path, where, c, "num_hidden_layers")
-    if not isinstance(feature_layer, int) or isinstance(feature_layer, bool):
-        raise TopologyError(path, "vision_feature_layer", f"must be one layer index (lists of layers are not "
-                                                          f"supported), got {feature_layer!r}")
-    # hidden_states[k] is the output of k layers (index 0: the embeddings)
-    layers = feature_layer if feature_layer >= 0 else total + 1 + feature_layer
-    if not 1 <= layers <= total:
-        raise TopologyError(path, "vision_feature_layer", f"{feature_layer} selects no layer of {total}")
+    layers = feature_layers(path, total, feature_layer)
     if strategy not in ("default", "full"):
         raise TopologyError(path, "vision_feature_select_strategy", f"must be default or full, got '{strategy}'")
     hidden, heads = _int(path, where, c, "hidden_size"), _int(path, where, c, "num_attention_heads")

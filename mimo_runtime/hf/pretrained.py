@@ -21,7 +21,7 @@ def from_pretrained(directory: str, seed: int = 0, timeout_s: float = 120.0):
     import torch.distributed as dist
 
     from mimo_runtime.groups import build_module_groups
-    from mimo_runtime.model.factory import HF_FACTORY, build_model
+    from mimo_runtime.model.factory import build_model
     from mimo_runtime.plan import make_plan
     from mimo_runtime.topology import topology_from_dict
 
@@ -35,7 +35,7 @@ def from_pretrained(directory: str, seed: int = 0, timeout_s: float = 120.0):
     modules = {"language": {"kind": "language"}}
     if dims.vision is not None:
         modules[IMAGES] = {"kind": "encoder"}
-    topo = topology_from_dict({"model": {"factory": HF_FACTORY, "args": {"dir": str(directory)}},
+    topo = topology_from_dict({"model": {"hf": str(directory)},
                                "placement": "colocated", "modules": modules}, source=str(directory))
     plan = make_plan(topo)
     model = build_model(plan, build_module_groups(plan, timeout_s), 0, seed)

@@ -62,6 +62,8 @@ def model_factory(topology: Topology) -> Tuple[str, Dict[str, Any], str]:
     """(import path, args, topology field) of the topology's model factory."""
     if isinstance(topology.model, str):
         return PRESET_FACTORY, {"name": topology.model}, "model"
+    if topology.model.hf:
+        return HF_FACTORY, {"dir": topology.model.hf}, "model.hf"
     return topology.model.factory, dict(topology.model.args), "model.factory"
 
 

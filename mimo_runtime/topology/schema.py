@@ -111,13 +111,15 @@ class Train:
 
 @dataclass(frozen=True)
 class ModelFactory:
-    """`model: {factory, args}`: the user's model instead of a preset (docs/python_api.md)."""
+    """`model: {factory, args}`: the user's model instead of a preset (docs/python_api.md);
+    `model: {hf: DIR}`: an HF model directory (docs/models.md)."""
 
-    factory: str = spec(REQUIRED, "'package.module:function' called as function(args, ctx) -> MimoModelConfig")
+    factory: str = spec("", "'package.module:function' called as function(args, ctx) -> MimoModelConfig")
+    hf: str = spec("", "an HF model directory (LlavaForConditionalGeneration or *ForCausalLM) instead of factory")
     args: Mapping[str, Any] = spec(factory=dict, doc="passed to the function as its first argument (any YAML)")
 
     def __hash__(self) -> int:  # args is a dict: hash its text so topologies can key caches
-        return hash((self.factory, repr(sorted(self.args.items(), key=str))))
+        return hash((self.factory, self.hf, repr(sorted(self.args.items(), key=str))))
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ class Topology:
     @property
     def model_name(self) -> str:
         """The preset name, or the factory's import path: a label for logs and checkpoints."""
-        return self.model if isinstance(self.model, str) else self.model.factory
+        return self.model if isinstance(self.model, str) else self.model.factory or self.model.hf
 
     @property
     def language(self) -> Module:

@@ -6,6 +6,7 @@ from typing import Dict, List, Tuple
 
 from mimo_runtime.errors import TopologyError
 from mimo_runtime.factories import check_form
+from mimo_runtime.topology.hf import check_hf_model
 from mimo_runtime.topology.presets import PRESETS
 from mimo_runtime.topology.schema import ModelFactory, Module, Parallel, Topology
 from mimo_runtime.topology.training import resolve_training
@@ -180,6 +181,9 @@ def _check_model(topo: Topology) -> None:
     src = topo.source
     if topo.data is not None:
         check_form(src, "data.factory", topo.data.factory)
+    if isinstance(topo.model, ModelFactory) and (topo.model.hf or not topo.model.factory):
+        check_hf_model(topo)  # model: {hf: DIR} (topology/hf.py)
+        return
     if isinstance(topo.model, ModelFactory):
         # the user's model: its dimensions are unknown until the factory runs (model/factory.py checks it then)
         check_form(src, "model.factory", topo.model.factory)
