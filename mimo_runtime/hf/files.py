@@ -13,6 +13,7 @@ import torch
 from mimo_runtime.errors import TopologyError
 
 INDEX = "model.safetensors.index.json"
+DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
 class SafetensorsDir:
@@ -42,6 +43,9 @@ class SafetensorsDir:
 
     def shape(self, key: str) -> List[int]:
         return list(self._handle(key).get_slice(key).get_shape())
+
+    def dtype(self, key: str) -> torch.dtype:
+        return DTYPES.get(self._handle(key).get_slice(key).get_dtype(), torch.float32)
 
     def read(self, key: str, dim: int = 0, start: int = 0, stop: int = -1) -> torch.Tensor:
         """The tensor `key`, rows (dim 0) or columns (dim 1) [start, stop) only; stop -1: all."""

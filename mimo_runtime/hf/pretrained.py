@@ -18,20 +18,13 @@ def from_pretrained(directory: str, seed: int = 0, timeout_s: float = 120.0):
     returns (logits (B, S, vocab), loss_mask). Starts a one-rank gloo group on 127.0.0.1 when no
     process group exists; an existing one must have world size 1.
     """
-    import torch.distributed as dist
-
     from mimo_runtime.groups import build_module_groups
     from mimo_runtime.model.factory import build_model
     from mimo_runtime.plan import make_plan
     from mimo_runtime.topology import topology_from_dict
 
     dims = model_dims(directory)
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1,
-                                timeout=timedelta(seconds=timeout_s))
-    if dist.get_world_size() != 1:
-        raise RuntimeError(f"from_pretrained builds a one-process model; this process group has "
-                           f"{dist.get_world_size()} ranks (use a topology with model: {{hf: DIR}} instead)")
+    one_rank_world(timeout_s)
     modules = {"language": {"kind": "language"}}
     if dims.vision is not None:
         modules[IMAGES] = {"kind": "encoder"}
@@ -40,6 +33,18 @@ def from_pretrained(directory: str, seed: int = 0, timeout_s: float = 120.0):
     plan = make_plan(topo)
     model = build_model(plan, build_module_groups(plan, timeout_s), 0, seed)
     return model.eval()
+
+
+def one_rank_world(timeout_s: float = 120.0) -> None:
+    """A one-rank gloo group on 127.0.0.1 unless one exists (which must then have one rank)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1,
+                                timeout=timedelta(seconds=timeout_s))
+    if dist.get_world_size() != 1:
+        raise RuntimeError(f"a one-process model needs a one-rank world; this process group has "
+                           f"{dist.get_world_size()} ranks (use a topology with model: {{hf: DIR}} instead)")
 
 
 def _free_port() -> int:

@@ -18,6 +18,7 @@ COMMANDS = {
     "schedule": ("schedule", "print a topology's per-stage action lists and simulated bubble"),
     "bench": ("bench", "side-by-side benchmarks: vs torch pipelining, makespan, overhead, bridge bytes, scale"),
     "timeline": ("timeline", "draw the per-rank Gantt chart of a --trace file (PNG)"),
+    "export-hf": ("export_hf", "write a topology's checkpoint (or initial weights) as an HF directory"),
 }
 
 

@@ -1,0 +1,62 @@
+"""`mimo-run export-hf TOPOLOGY [--checkpoint-dir DIR] -o OUT`: a topology's weights as an HF directory.
+
+The model is built whole on this process (colocated, one rank) from the topology's `model: {hf: DIR}`,
+then filled from the latest checkpoint in --checkpoint-dir (any topology's: checkpoints reshard),
+or left at its initial weights without one, and written by mimo_runtime/hf/export.py.
+"""
+
+import os
+
+from mimo_runtime.errors import ArgumentError, TopologyError
+from mimo_runtime.topology import load_topology
+
+
+def add_arguments(p) -> None:
+    p.add_argument("topology", help="topology YAML file with model: {hf: DIR}")
+    p.add_argument("--checkpoint-dir", help="export the latest checkpoint in DIR (default: the initial weights)")
+    p.add_argument("-o", "--output", required=True, help="the HF directory to write")
+
+
+def run(args) -> int:
+    topo = load_topology(args.topology)
+    if isinstance(topo.model, str) or not topo.model.hf:
+        raise TopologyError(topo.source, "model", "export-hf needs model: {hf: DIR} (the HF directory gives the "
+                                                  "config, key names and files the export follows)")
+    path = None
+    if args.checkpoint_dir is not None:
+        from mimo_runtime.train.checkpoint import latest_checkpoint
+
+        path = latest_checkpoint(args.checkpoint_dir)
+        if path is None:
+            raise ArgumentError("--checkpoint-dir", f"no checkpoint in {args.checkpoint_dir}")
+    model = _whole_model(topo)
+    if path is not None:
+        _load_model_tensors(model, path)
+    from mimo_runtime.hf.export import export_dir
+
+    keys = export_dir(model, topo.model.hf, args.output)
+    what = f"checkpoint {os.path.basename(path)}" if path else "initial weights"
+    print(f"wrote {len(keys)} tensors ({what}) to {args.output}")
+    return 0
+
+
+def _whole_model(topo):
+    from mimo_runtime.groups import build_module_groups
+    from mimo_runtime.hf.pretrained import one_rank_world
+    from mimo_runtime.model.factory import build_model
+    from mimo_runtime.plan import colocated_plan
+
+    one_rank_world(topo.train.timeout_s)
+    plan = colocated_plan(topo, 1)
+    return build_model(plan, build_module_groups(plan, topo.train.timeout_s), 0, topo.train.seed)
+
+
+def _load_model_tensors(model, path: str) -> None:
+    """The model's tensors only (no optimizer state) from a checkpoint of any topology."""
+    import torch.distributed.checkpoint as dcp
+    from megatron.core.dist_checkpointing.strategies.torch import MCoreLoadPlanner
+
+    from mimo_runtime.train import checkpoint_state as cs
+
+    dcp.load(cs.to_dcp(cs.model_tensors(model), loading=True), storage_reader=dcp.FileSystemReader(path),
+             planner=MCoreLoadPlanner())
