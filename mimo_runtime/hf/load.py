@@ -40,9 +40,16 @@ def load_hf_weights(model, sources: Dict[str, Tuple[str, Iterable[str]]]) -> int
     loaded = 0
     for name, (param, pdim, tp_rank, tp) in global_parameters(model).items():
         module = _module_of(name)
-        r = recipe(name)
-        if module not in sources or r is None:
+        if module not in sources:
             continue
+        r = recipe(name)
+        if r is None:
+            if ".input_projections." in name:
+                continue  # a projector HF LLaVA does not have (linear): keyed init
+            # e.g. transformer-engine specs name their fused norms differently: never train a
+            # silently half-loaded model
+            raise TopologyError(sources[module][0], "", f"parameter {name} has no HF counterpart; the loader maps "
+                                                        f"the portable layer spec's names (docs/models.md)")
         directory, sections = sources[module]
         if r.sources[0].split(".", 1)[0] not in sections:
             continue
