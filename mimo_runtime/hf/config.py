@@ -5,12 +5,15 @@ text model), `LlamaForCausalLM` / `MistralForCausalLM` / `Qwen2ForCausalLM`, and
 saved parts `CLIPVisionModel` / `SiglipVisionModel`. Every error names the file and the field.
 """
 
+import json
 import math
+import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from mimo_runtime.errors import TopologyError
 from mimo_runtime.model.families.dims import DecoderDims, ProjectorDims, ViTDims, VLMDims
-from mimo_runtime.topology.hf import CAUSAL_LMS, VISION_MODELS, architecture, feature_layers, read_config
+from mimo_runtime.topology.hf import (CAUSAL_LMS, PART_FEATURE_LAYER, PART_FEATURE_SELECT, VISION_MODELS,
+                                     architecture, feature_layers, read_config)
 
 DECODERS = ("llama", "mistral", "qwen2")
 
@@ -40,13 +43,49 @@ def model_dims(directory: str) -> VLMDims:
 
 def vision_model_dims(directory: str) -> ViTDims:
     """A separately saved vision tower (CLIPVisionModel / SiglipVisionModel), read as LLaVA reads it:
-    hidden states of the second-to-last layer, class token dropped (LLaVA-1.5's defaults)."""
+    CLIP as LLaVA-1.5 (second-to-last layer, class token dropped), SigLIP its last layer, every row."""
     path, cfg = read_config(directory)
     arch = architecture(path, cfg)
     if arch not in VISION_MODELS:
         raise TopologyError(path, "architectures", f"an encoder's hf directory must hold one of "
                                                    f"{', '.join(VISION_MODELS)}, got '{arch}'")
-    return vit_dims(path, cfg.get("vision_config", cfg), "", -2, "default")
+    return vit_dims(path, cfg.get("vision_config", cfg), "", PART_FEATURE_LAYER[arch], PART_FEATURE_SELECT[arch])
+
+
+def parts_dims(language_dir: str, vision_dir: Optional[str]) -> VLMDims:
+    """A model assembled from separately saved parts (modules.NAME.hf): a *ForCausalLM, a vision
+    tower, and a LLaVA `mlp2x_gelu` projector between them (keyed init); the image token is the
+    language tokenizer's `<image>`."""
+    path, cfg = read_config(language_dir)
+    arch = architecture(path, cfg)
+    if arch not in CAUSAL_LMS:
+        raise TopologyError(path, "architectures", f"the language module's hf directory must hold one of "
+                                                   f"{', '.join(CAUSAL_LMS)}, got '{arch}'")
+    lang = decoder_dims(path, cfg, "", cfg.get("tie_word_embeddings", True))
+    if vision_dir is None:
+        return VLMDims(language=lang)
+    vit = vision_model_dims(vision_dir)
+    return VLMDims(language=lang, vision=vit, projector=ProjectorDims("mlp2x_gelu", vit.hidden, lang.hidden),
+                   image_token_id=image_token_id(language_dir, lang.vocab_size))
+
+
+IMAGE_TOKEN = "<image>"
+
+
+def image_token_id(directory: str, vocab_size: int) -> int:
+    """The id of `<image>` among the added tokens of the directory's tokenizer."""
+    for name, read in (("tokenizer.json", lambda d: {t["content"]: t["id"] for t in d.get("added_tokens", [])}),
+                       ("tokenizer_config.json", lambda d: {t.get("content"): int(i) for i, t in
+                                                            d.get("added_tokens_decoder", {}).items()})):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                ids = read(json.load(f))
+            if IMAGE_TOKEN in ids and 0 <= ids[IMAGE_TOKEN] < vocab_size:
+                return ids[IMAGE_TOKEN]
+    raise TopologyError(directory, "tokenizer", f"no '{IMAGE_TOKEN}' token below vocab_size {vocab_size} among "
+                                                f"the tokenizer's added tokens (add it, resize the embeddings and "
+                                                f"save the language model again)")
 
 
 def decoder_dims(path: str, c: Mapping[str, Any], where: str, tied: bool) -> DecoderDims:

@@ -9,7 +9,7 @@ training the export therefore reproduces the source tensors bit for bit.
 
 import os
 import shutil
-from typing import Dict, List
+from typing import Dict, List, Mapping, Sequence
 
 import torch
 
@@ -33,11 +33,12 @@ def model_tensors(model) -> Dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def export_dir(model, source: str, out: str) -> List[str]:
-    """Write `model` as an HF directory `out` shaped like `source`; returns the tensor keys written."""
+def export_dir(model, source: str, out: str, sections: Sequence[str] = ("lm", "vision", "projector")) -> List[str]:
+    """Write `model` (its tensors of `sections`) as an HF directory `out` shaped like `source`;
+    returns the tensor keys written."""
     files = SafetensorsDir(source)
-    index = key_index(files.keys())
-    ours = model_tensors(model)
+    index = key_index(files.keys(), sections[0] if len(sections) == 1 else None)
+    ours = {n: t for n, t in model_tensors(model).items() if n.split(".", 1)[0] in sections}
     if "lm.lm_head.weight" in index and "lm.lm_head.weight" not in ours and "lm.embed_tokens.weight" in ours:
         ours["lm.lm_head.weight"] = ours["lm.embed_tokens.weight"]  # tied: the source stored the copy too
     unknown = sorted(set(ours) - set(index))
@@ -56,3 +57,22 @@ def export_dir(model, source: str, out: str) -> List[str]:
         if os.path.isfile(path) and not entry.endswith(".safetensors") and entry != INDEX:
             shutil.copy2(path, os.path.join(out, entry))
     return sorted(written)
+
+
+@torch.no_grad()
+def export_parts(model, parts: Mapping[str, str], language: str, out: str) -> List[str]:
+    """modules.NAME.hf: each part as its own directory `out/NAME` shaped like its source, and each
+    encoder's projector (which no source holds) as `out/NAME_projector.safetensors` under
+    LLaVA's `multi_modal_projector.*` names."""
+    from safetensors.torch import save_file
+
+    written = []
+    for name, source in parts.items():
+        written += export_dir(model, source, os.path.join(out, name), ("lm",) if name == language else ("vision",))
+    projector = {f"multi_modal_projector.{n.split('.', 1)[1]}": t.clone().contiguous()
+                 for n, t in model_tensors(model).items() if n.startswith("projector.")}
+    encoders = [n for n in parts if n != language]
+    if projector and encoders:
+        save_file(projector, os.path.join(out, f"{encoders[0]}_projector.safetensors"), metadata={"format": "pt"})
+        written += sorted(projector)
+    return written

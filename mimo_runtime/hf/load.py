@@ -55,7 +55,7 @@ def load_hf_weights(model, sources: Dict[str, Tuple[str, Iterable[str]]]) -> int
             continue
         if directory not in dirs:
             files = SafetensorsDir(directory)
-            dirs[directory] = files, key_index(files.keys())
+            dirs[directory] = files, key_index(files.keys(), sections[0] if len(sections) == 1 else None)
         heads, groups, head_dim = attention_dims(model, module)
         param.copy_(_shard(*dirs[directory], r, name, param, pdim, tp_rank, tp, heads, groups, head_dim))
         loaded += 1

@@ -4,7 +4,7 @@ torch only to fuse and split tensors).
 HF keys are first normalized to a section and a rest (`lm.`, `vision.`, `projector.`), whatever the
 checkpoint's prefix: llava-hf Hub (`vision_tower.vision_model.*`, `language_model.model.*`,
 `multi_modal_projector.*`), transformers 5.x (`vision_tower.*`, `model.language_model.*`), separately
-saved parts (`model.*`, `vision_model.*`). Each megatron parameter then has a recipe:
+saved parts (`model.*`, `vision_model.*`, or no prefix at all). Each megatron parameter then has a recipe:
 - copy:  one HF tensor, same layout;
 - qkv:   megatron's `linear_qkv` is grouped per query group (for each group: its q heads, then its
          k head, then its v head), and TP splits whole groups;
@@ -38,11 +38,14 @@ def normalize(key: str) -> Optional[str]:
     return None
 
 
-def key_index(keys: Iterable[str]) -> Dict[str, str]:
-    """{normalized name: the checkpoint's key}."""
+def key_index(keys: Iterable[str], fallback: Optional[str] = None) -> Dict[str, str]:
+    """{normalized name: the checkpoint's key}. `fallback`: the section of keys without a known
+    prefix (transformers 5.x saves a CLIPVisionModel as bare `embeddings.*`, `encoder.*`)."""
     out = {}
     for key in keys:
         name = normalize(key)
+        if name is None and fallback is not None:
+            name = f"{fallback}.{key}"
         if name is not None:
             out.setdefault(name, key)
     return out

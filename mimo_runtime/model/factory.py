@@ -60,11 +60,17 @@ class BuildContext:
 
 def model_factory(topology: Topology) -> Tuple[str, Dict[str, Any], str]:
     """(import path, args, topology field) of the topology's model factory."""
+    if _hf_parts(topology):
+        return HF_FACTORY, {"parts": _hf_parts(topology)}, "modules"
     if isinstance(topology.model, str):
         return PRESET_FACTORY, {"name": topology.model}, "model"
     if topology.model.hf:
         return HF_FACTORY, {"dir": topology.model.hf}, "model.hf"
     return topology.model.factory, dict(topology.model.args), "model.factory"
+
+
+def _hf_parts(topology: Topology) -> Dict[str, str]:
+    return {n: m.hf for n, m in topology.modules.items() if m.hf}
 
 
 def preset(args: Mapping[str, Any], ctx: BuildContext) -> MimoModelConfig:

@@ -95,3 +95,37 @@ def _int(path: str, c: Mapping[str, Any], key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise TopologyError(path, key, f"must be a positive integer, got {value!r}")
     return value
+
+
+def check_hf_parts(topo) -> None:
+    """`modules.NAME.hf`: every module from its own HF directory (a vision tower per encoder, a
+    *ForCausalLM for the language model); the projectors start from keyed init."""
+    src = topo.source
+    if not isinstance(topo.model, str) or topo.model != "tiny-vlm":
+        raise TopologyError(src, "model", "leave model out when modules give hf directories (the model is "
+                                          "assembled from them)")
+    for name, m in topo.modules.items():
+        if not m.hf:
+            raise TopologyError(src, f"modules.{name}.hf", "every module needs an hf directory once one has one")
+        path, cfg = read_config(m.hf)
+        arch = architecture(path, cfg)
+        want = CAUSAL_LMS if m.kind == "language" else VISION_MODELS
+        if arch not in want:
+            raise TopologyError(src, f"modules.{name}.hf", f"{path} holds '{arch}'; a {m.kind} module needs one of "
+                                                           f"{', '.join(want)}")
+        c = cfg.get("vision_config", cfg)
+        heads = _int(path, c, "num_attention_heads")
+        _check(src, path, name, "tp", m.parallel.tp, heads, "attention heads (num_attention_heads)")
+        if m.kind == "language":
+            _check(src, path, name, "tp", m.parallel.tp, c.get("num_key_value_heads") or heads,
+                   "kv heads (num_key_value_heads)")
+            _check(src, path, name, "tp", m.parallel.tp, _int(path, c, "vocab_size"), "vocabulary (vocab_size)")
+            _check(src, path, name, "pp", m.parallel.pp, _int(path, c, "num_hidden_layers"), "layers (num_hidden_layers)")
+        else:
+            built = feature_layers(path, _int(path, c, "num_hidden_layers"), PART_FEATURE_LAYER[arch])
+            _check(src, path, name, "pp", m.parallel.pp, built, "vision layers up to the feature layer")
+
+
+# how a separately saved vision tower is read (LLaVA-1.5 for CLIP; SigLIP LLaVAs take the last layer, all rows)
+PART_FEATURE_LAYER = {"CLIPVisionModel": -2, "SiglipVisionModel": -1}
+PART_FEATURE_SELECT = {"CLIPVisionModel": "default", "SiglipVisionModel": "full"}

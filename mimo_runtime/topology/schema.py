@@ -89,6 +89,8 @@ class Module:
     recompute: str = spec("none", "activation recompute: none, full (every layer) or selective (core attention)",
                           choices=("none", "full", "selective"))
     pretrained: Optional[Pretrained] = spec(None, "load this module's weights before training")
+    hf: str = spec("", "an HF directory with this module alone (CLIPVisionModel/SiglipVisionModel for an encoder, "
+                       "a *ForCausalLM for the language model)")
     sequence_parallel: bool = spec(False, "language model with tp > 1: megatron sequence parallelism (activations "
                                           "outside attention and MLP split along the sequence over the TP ranks)")
 

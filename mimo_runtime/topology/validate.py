@@ -6,7 +6,7 @@ from typing import Dict, List, Tuple
 
 from mimo_runtime.errors import TopologyError
 from mimo_runtime.factories import check_form
-from mimo_runtime.topology.hf import check_hf_model
+from mimo_runtime.topology.hf import check_hf_model, check_hf_parts
 from mimo_runtime.topology.presets import PRESETS
 from mimo_runtime.topology.schema import ModelFactory, Module, Parallel, Topology
 from mimo_runtime.topology.training import resolve_training
@@ -181,6 +181,9 @@ def _check_model(topo: Topology) -> None:
     src = topo.source
     if topo.data is not None:
         check_form(src, "data.factory", topo.data.factory)
+    if any(m.hf for m in topo.modules.values()):
+        check_hf_parts(topo)  # modules.NAME.hf (topology/hf.py)
+        return
     if isinstance(topo.model, ModelFactory) and (topo.model.hf or not topo.model.factory):
         check_hf_model(topo)  # model: {hf: DIR} (topology/hf.py)
         return

@@ -1,4 +1,5 @@
-"""`mimo-run export-hf TOPOLOGY [--checkpoint-dir DIR] -o OUT`: a topology's weights as an HF directory.
+"""`mimo-run export-hf TOPOLOGY [--checkpoint-dir DIR] -o OUT`: a topology's weights as an HF directory
+(with modules.NAME.hf: one directory per part, OUT/NAME, and the projector beside them).
 
 The model is built whole on this process (colocated, one rank) from the topology's `model: {hf: DIR}`,
 then filled from the latest checkpoint in --checkpoint-dir (any topology's: checkpoints reshard),
@@ -19,9 +20,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     topo = load_topology(args.topology)
-    if isinstance(topo.model, str) or not topo.model.hf:
-        raise TopologyError(topo.source, "model", "export-hf needs model: {hf: DIR} (the HF directory gives the "
-                                                  "config, key names and files the export follows)")
+    parts = {n: m.hf for n, m in topo.modules.items() if m.hf}
+    if not parts and (isinstance(topo.model, str) or not topo.model.hf):
+        raise TopologyError(topo.source, "model", "export-hf needs model: {hf: DIR} or modules.NAME.hf (the HF "
+                                                  "directories give the config, key names and files it follows)")
     path = None
     if args.checkpoint_dir is not None:
         from mimo_runtime.train.checkpoint import latest_checkpoint
@@ -32,9 +34,12 @@ def run(args) -> int:
     model = _whole_model(topo)
     if path is not None:
         _load_model_tensors(model, path)
-    from mimo_runtime.hf.export import export_dir
+    from mimo_runtime.hf.export import export_dir, export_parts
 
-    keys = export_dir(model, topo.model.hf, args.output)
+    if parts:
+        keys = export_parts(model, parts, topo.language.name, args.output)
+    else:
+        keys = export_dir(model, topo.model.hf, args.output)
     what = f"checkpoint {os.path.basename(path)}" if path else "initial weights"
     print(f"wrote {len(keys)} tensors ({what}) to {args.output}")
     return 0
