@@ -139,7 +139,7 @@ class DataFactory:
 @dataclass(frozen=True)
 class Topology:
     name: str = spec("", "a label for logs")
-    model: Union[str, ModelFactory] = spec("tiny-vlm", "model preset name, or {factory, args} for your own model")
+    model: Union[str, ModelFactory] = spec("tiny-vlm", "model preset name, or {factory, args} for your own model, or {hf: DIR}")
     data: Optional[DataFactory] = spec(None, "{factory, args, workers} for your own dataset; default: the preset's")
     placement: str = spec("separate", "separate: modules on their own ranks; colocated: every module on all ranks",
                           choices=("separate", "colocated"))
