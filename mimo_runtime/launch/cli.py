@@ -21,6 +21,7 @@ COMMANDS = {
     "params": ("params", "list a topology's canonical parameter names and full shapes"),
     "bench": ("bench", "side-by-side benchmarks: vs torch pipelining, makespan, overhead, bridge bytes, scale"),
     "timeline": ("timeline", "draw the per-rank Gantt chart of a --trace file (PNG)"),
+    "export-hf": ("export_hf", "write a topology's checkpoint (or initial weights) as an HF directory"),
 }
 
 

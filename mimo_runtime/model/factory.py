@@ -18,6 +18,9 @@ from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, ModulePlan, Modu
 from mimo_runtime.topology.schema import Topology
 
 PRESET_FACTORY = "mimo_runtime.model.factory:preset"
+# HF directories (mimo_runtime/hf, right of model in the data flow: resolved by name, not imported)
+HF_FACTORY = "mimo_runtime.hf.factory:hf_model"
+HF_LOADER = "mimo_runtime.hf.factory:load_weights"
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,17 @@ class BuildContext:
 
 def model_factory(topology: Topology) -> Tuple[str, Dict[str, Any], str]:
     """(import path, args, topology field) of the topology's model factory."""
+    if _hf_parts(topology):
+        return HF_FACTORY, {"parts": _hf_parts(topology)}, "modules"
     if isinstance(topology.model, str):
         return PRESET_FACTORY, {"name": topology.model}, "model"
+    if topology.model.hf:
+        return HF_FACTORY, {"dir": topology.model.hf}, "model.hf"
     return topology.model.factory, dict(topology.model.args), "model.factory"
+
+
+def _hf_parts(topology: Topology) -> Dict[str, str]:
+    return {n: m.hf for n, m in topology.modules.items() if m.hf}
 
 
 def preset(args: Mapping[str, Any], ctx: BuildContext) -> MimoModelConfig:
@@ -124,6 +135,10 @@ def build_model(plan: Plan, groups: Mapping[str, Any], rank: int, seed: int, bac
     _check_layer_split(model)
     if initialize:
         init_parameters(model, seed)
+    text, args, field = model_factory(plan.topology)
+    if text == HF_FACTORY:
+        # after keyed init, so the loaded tensors are the ones that stay
+        resolve(plan.topology.source, field, HF_LOADER)(model, args, ctx)
     for name, m in plan.modules.items():
         if m.frozen and name != LANG:
             freeze_encoder(model, name)

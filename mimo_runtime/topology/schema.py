@@ -90,6 +90,8 @@ class Module:
     recompute: str = spec("none", "activation recompute: none, full (every layer) or selective (core attention)",
                           choices=("none", "full", "selective"))
     pretrained: Optional[Pretrained] = spec(None, "load this module's weights before training")
+    hf: str = spec("", "an HF directory with this module alone (CLIPVisionModel/SiglipVisionModel for an encoder, "
+                       "a *ForCausalLM for the language model)")
     sequence_parallel: bool = spec(False, "language model with tp > 1: megatron sequence parallelism (activations "
                                           "outside attention and MLP split along the sequence over the TP ranks)")
 
@@ -112,13 +114,15 @@ class Train:
 
 @dataclass(frozen=True)
 class ModelFactory:
-    """`model: {factory, args}`: the user's model instead of a preset (docs/python_api.md)."""
+    """`model: {factory, args}`: the user's model instead of a preset (docs/python_api.md);
+    `model: {hf: DIR}`: an HF model directory (docs/models.md)."""
 
-    factory: str = spec(REQUIRED, "'package.module:function' called as function(args, ctx) -> MimoModelConfig")
+    factory: str = spec("", "'package.module:function' called as function(args, ctx) -> MimoModelConfig")
+    hf: str = spec("", "an HF model directory (LlavaForConditionalGeneration or *ForCausalLM) instead of factory")
     args: Mapping[str, Any] = spec(factory=dict, doc="passed to the function as its first argument (any YAML)")
 
     def __hash__(self) -> int:  # args is a dict: hash its text so topologies can key caches
-        return hash((self.factory, repr(sorted(self.args.items(), key=str))))
+        return hash((self.factory, self.hf, repr(sorted(self.args.items(), key=str))))
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,7 @@ class DataFactory:
 @dataclass(frozen=True)
 class Topology:
     name: str = spec("", "a label for logs")
-    model: Union[str, ModelFactory] = spec("tiny-vlm", "model preset name, or {factory, args} for your own model")
+    model: Union[str, ModelFactory] = spec("tiny-vlm", "model preset name, or {factory, args} for your own model, or {hf: DIR}")
     data: Optional[DataFactory] = spec(None, "{factory, args, workers} for your own dataset; default: the preset's")
     placement: str = spec("separate", "separate: modules on their own ranks; colocated: every module on all ranks",
                           choices=("separate", "colocated"))
@@ -148,7 +152,7 @@ class Topology:
     @property
     def model_name(self) -> str:
         """The preset name, or the factory's import path: a label for logs and checkpoints."""
-        return self.model if isinstance(self.model, str) else self.model.factory
+        return self.model if isinstance(self.model, str) else self.model.factory or self.model.hf
 
     @property
     def language(self) -> Module:

@@ -6,6 +6,7 @@ from typing import Dict, List, Tuple
 
 from mimo_runtime.errors import TopologyError
 from mimo_runtime.factories import check_form
+from mimo_runtime.topology.hf import check_hf_model, check_hf_parts
 from mimo_runtime.topology.presets import PRESETS
 from mimo_runtime.topology.problems import Problems
 from mimo_runtime.topology.schema import ModelFactory, Module, Parallel, Topology
@@ -187,13 +188,25 @@ def _check_factories(topo: Topology, problems: Problems) -> None:
     if topo.data is not None:
         with problems.guard():
             check_form(src, "data.factory", topo.data.factory)
+    if _hf_model(topo):
+        with problems.guard():
+            if any(m.hf for m in topo.modules.values()):
+                check_hf_parts(topo)  # modules.NAME.hf (topology/hf.py)
+            else:
+                check_hf_model(topo)  # model: {hf: DIR} (topology/hf.py)
+        return
     if isinstance(topo.model, ModelFactory):
         with problems.guard():
             check_form(src, "model.factory", topo.model.factory)
 
 
+def _hf_model(topo: Topology) -> bool:
+    return any(m.hf for m in topo.modules.values()) or (
+        isinstance(topo.model, ModelFactory) and bool(topo.model.hf or not topo.model.factory))
+
+
 def _check_model(topo: Topology, problems: Problems) -> None:
-    if isinstance(topo.model, ModelFactory):
+    if isinstance(topo.model, ModelFactory) or _hf_model(topo):
         return  # the user's model: its dimensions are unknown until the factory runs (`mimo-run check` builds it)
     with problems.guard():
         _check_preset(topo)

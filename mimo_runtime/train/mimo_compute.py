@@ -182,7 +182,8 @@ class MimoCompute:
                 all_reduce_grads([p for p in module_parameters(self.model, name)
                                   if getattr(p, "sequence_parallel", False)], pgs.tp)
             all_reduce_grads(module_parameters(self.model, name), pgs.dp_cp)
-            if name == LANG and self.plan.modules[LANG].pp > 1:
-                shared = self.model.language_model.shared_embedding_or_output_weight()
+            lm = self.model.language_model
+            if name == LANG and self.plan.modules[LANG].pp > 1 and lm.share_embeddings_and_output_weights:
+                shared = lm.shared_embedding_or_output_weight()
                 if shared is not None:
                     all_reduce_grads([shared], pgs.embd)

@@ -70,7 +70,9 @@ def set_learning_rates(optimizers: Dict[str, torch.optim.Optimizer], plan: Plan,
 def _norm_params(model, plan: Plan, rank: int) -> List[torch.nn.Parameter]:
     duplicate = None
     lang = plan.modules.get(LANG)
-    if lang is not None and lang.holds(rank) and lang.pp > 1 and lang.coords(rank).pp == lang.pp - 1:
+    if (lang is not None and lang.holds(rank) and lang.pp > 1 and lang.coords(rank).pp == lang.pp - 1
+            and model.language_model.share_embeddings_and_output_weights):
+        # the last stage's copy of a tied embedding counts once, on the first stage
         duplicate = model.language_model.shared_embedding_or_output_weight()
     out = []
     for name in plan.modules_on(rank):

@@ -105,6 +105,8 @@ def missing_modules(topology, problems) -> bool:
         factories.insert(0, ("model.factory", topology.model.factory))
     missing = False
     for field, text in factories:
+        if not text:  # no factory: the model comes from `hf`, the data from a `format`
+            continue
         module = text.partition(":")[0]
         try:
             found = importlib.util.find_spec(module) is not None

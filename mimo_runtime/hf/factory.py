@@ -1,0 +1,38 @@
+"""The model factory behind `model: {hf: DIR}` (and from_pretrained): the architecture from
+`DIR/config.json`, the weights from `DIR/*.safetensors`, loaded after keyed init by `load_weights`."""
+
+from typing import Any, Mapping
+
+from mimo_runtime.hf.config import model_dims, parts_dims
+from mimo_runtime.hf.load import load_hf_weights
+from mimo_runtime.model.config import MimoModelConfig
+from mimo_runtime.model.families.build import family_config
+
+HF_FACTORY = "mimo_runtime.hf.factory:hf_model"
+
+
+def hf_model(args: Mapping[str, Any], ctx) -> MimoModelConfig:
+    """args {dir: an HF LLaVA or *ForCausalLM directory} or {parts: {module: its own HF directory}}
+    (modules.NAME.hf); ctx: model.factory.BuildContext."""
+    plan = ctx.plan
+    encoders = [n for n, m in plan.modules.items() if m.kind == "encoder"]
+    if "parts" in args:
+        parts = args["parts"]
+        dims = parts_dims(parts[plan.language.name], parts[encoders[0]] if encoders else None)
+    else:
+        dims = model_dims(args["dir"])
+    lang = plan.language
+    return family_config(dims, {n: (m.tp, m.pp) for n, m in plan.modules.items()}, ctx.pgs, ctx.grid_map,
+                         ctx.rank, ctx.backend, {n: ctx.recompute(n) for n in plan.modules}, lang.cp,
+                         lang.sequence_parallel, image_module=encoders[0] if encoders else "images")
+
+
+def load_weights(model, args: Mapping[str, Any], ctx) -> int:
+    """Fill every module `model` holds from its HF directory; returns the parameters loaded."""
+    if "parts" in args:
+        # each part its own section; the projector between them keeps its keyed init
+        sources = {name: (d, ("lm",) if name == ctx.plan.language.name else ("vision",))
+                   for name, d in args["parts"].items()}
+    else:
+        sources = {name: (args["dir"], ("lm", "vision", "projector")) for name in ctx.plan.modules}
+    return load_hf_weights(model, sources)

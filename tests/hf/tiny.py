@@ -1,0 +1,99 @@
+"""Tiny random HF models built from configs and saved with save_pretrained (nothing downloaded).
+
+Three architectures the acceptance criteria name: LLaVA (CLIP + Llama, GQA, untied), LLaVA (SigLIP +
+Qwen2, tied, qkv bias) and a Llama LM; dimensions small enough for a 2-core machine, with kv heads
+and heads that tp=2 divides.
+"""
+
+import torch
+
+IMAGE_TOKEN = 99
+VOCAB = 100
+
+
+def llama_text(**kw):
+    from transformers import LlamaConfig
+
+    args = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, tie_word_embeddings=False, max_position_embeddings=256)
+    args.update(kw)
+    return LlamaConfig(**args)
+
+
+def qwen2_text(**kw):
+    from transformers import Qwen2Config
+
+    args = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=256)
+    args.update(kw)
+    return Qwen2Config(**args)
+
+
+def clip_vision(**kw):
+    from transformers import CLIPVisionConfig
+
+    args = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=16,
+                patch_size=4, projection_dim=16)
+    args.update(kw)
+    return CLIPVisionConfig(**args)
+
+
+def siglip_vision(**kw):
+    from transformers import SiglipVisionConfig
+
+    args = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=16,
+                patch_size=4)
+    args.update(kw)
+    return SiglipVisionConfig(**args)
+
+
+def randomize(model, seed: int):
+    """Every parameter random (HF zero-inits biases and sets norms to one: too easy a parity check)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+def save_llava(path, vision, text, seed: int = 0, **kw):
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN, **kw)
+    model = randomize(LlavaForConditionalGeneration(config), seed).eval()
+    if text.tie_word_embeddings:
+        model.tie_weights()
+    model.save_pretrained(path)
+    return model
+
+
+def save_llama(path, seed: int = 0, **kw):
+    from transformers import LlamaForCausalLM
+
+    model = randomize(LlamaForCausalLM(llama_text(**kw)), seed).eval()
+    model.save_pretrained(path)
+    return model
+
+
+def llava_clip_llama(path, seed: int = 0):
+    return save_llava(path, clip_vision(), llama_text(), seed, vision_feature_layer=-2,
+                      vision_feature_select_strategy="default")
+
+
+def llava_siglip_qwen2(path, seed: int = 0):
+    return save_llava(path, siglip_vision(), qwen2_text(), seed, vision_feature_layer=-1,
+                      vision_feature_select_strategy="full", tie_word_embeddings=True)
+
+
+def image_batch(config, images: int, seq: int, seed: int = 0):
+    """(input_ids (1, seq) with one image's tokens per image, position_ids, pixel_values)."""
+    from mimo_runtime.hf.config import vit_dims
+
+    g = torch.Generator().manual_seed(seed)
+    v = config.vision_config
+    dims = vit_dims("cfg", v.to_dict(), "", config.vision_feature_layer, config.vision_feature_select_strategy)
+    n = dims.tokens_per_item
+    text = torch.randint(0, IMAGE_TOKEN - 1, (seq - images * n,), generator=g)
+    ids = torch.cat([text[:2], torch.full((images * n,), IMAGE_TOKEN), text[2:]]).unsqueeze(0)
+    px = torch.randn(images, v.num_channels, v.image_size, v.image_size, generator=g)
+    return ids, torch.arange(seq).unsqueeze(0), px
