@@ -1,12 +1,12 @@
 """Topology-independent initialization: a parameter's value depends only on (seed, global name).
 
-Element i (row-major) of a parameter's full (unsharded) tensor is a standard normal computed from
-the i-th 64-bit word of a counter-based generator (numpy's Philox) keyed on a stable hash of the
-seed and the canonical name, times the parameter's std. A counter-based generator can start at any
+Elements 2j and 2j+1 (row-major) of a parameter's full (unsharded) tensor are the Box-Muller pair
+of standard normals computed from the j-th 64-bit word of a counter-based generator (numpy's
+Philox) keyed on a stable hash of the seed and the canonical name, times the parameter's std. A counter-based generator can start at any
 word, so a rank draws only the elements of its own TP shard (one run of words per contiguous piece
 of the shard), never the full tensor, and the shard equals that slice of the full tensor whatever
 the topology (torchtitan's keyed parameter init keys on the name for the same reason). Values are
-drawn on CPU in float64 and copied to the parameter's device and dtype, so CUDA and CPU agree.
+drawn on CPU (float32) and copied to the parameter's device and dtype, so CUDA and CPU agree.
 
 Canonical names are the colocated model's names: layer indices are global (a pipeline stage's local
 layer i is layer offset+i), and the last stage's copy of a tied output weight is named after the
@@ -32,7 +32,7 @@ _LAYER = re.compile(r"^(?P<head>.*?\.layers\.)(?P<idx>\d+)(?P<tail>\..*)$")
 _TIED_OUTPUT = "language_model.output_layer.weight"
 _EMBEDDING = "language_model.embedding.word_embeddings.weight"
 BASE_STD = 0.02
-_CHUNK = 1 << 20  # words drawn at once: bounds the float64 temporaries to a few MB whatever the shard
+_CHUNK = 1 << 19  # words drawn at once: bounds the temporaries to a few MB whatever the shard
 
 
 class HalvesDim(int):
@@ -170,23 +170,36 @@ def shard_runs(shape: Sequence[int], partition_dim: Optional[int], tp_rank: int,
             for o in range(outer) for h in range(halves)]
 
 
-def _words(key: int, start: int, length: int) -> Iterator[np.ndarray]:
-    """Philox words start .. start+length-1 of stream `key`, in chunks; counter c yields words 4c..4c+3."""
-    gen = np.random.Philox(key=key, counter=start // 4)
-    skip = start % 4
-    while length > 0:
-        n = min(length, _CHUNK)
+def _words(key: int, first: int, count: int) -> Iterator[np.ndarray]:
+    """Philox words first .. first+count-1 of stream `key`, in chunks; counter c yields words 4c..4c+3."""
+    gen = np.random.Philox(key=key, counter=first // 4)
+    skip = first % 4
+    while count > 0:
+        n = min(count, _CHUNK)
         w = gen.random_raw(n + skip)[skip:]
         skip = 0
-        length -= n
+        count -= n
         yield w
 
 
-def _normals(words: np.ndarray) -> np.ndarray:
-    """Box-Muller over the two 32-bit halves of each word: one standard normal per word."""
-    u1 = ((words >> np.uint64(32)).astype(np.float64) + 0.5) * 2.0 ** -32  # in (0, 1): log is finite
-    u2 = (words & np.uint64(0xFFFFFFFF)).astype(np.float64) * 2.0 ** -32
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
+def _normal_pairs(words: np.ndarray) -> np.ndarray:
+    """Box-Muller over the two 32-bit halves of each word, in float32: word j gives elements 2j
+    (cosine) and 2j+1 (sine), interleaved."""
+    u1 = ((words >> np.uint64(32)).astype(np.float32) + np.float32(0.5)) * np.float32(2.0 ** -32)  # (0, 1]
+    angle = words.astype(np.uint32).astype(np.float32) * np.float32(2.0 ** -32 * 2.0 * math.pi)
+    r = np.sqrt(np.float32(-2.0) * np.log(u1))
+    return np.stack([r * np.cos(angle), r * np.sin(angle)], axis=1).reshape(-1)
+
+
+def _draw(key: int, start: int, length: int, out: np.ndarray) -> None:
+    """Standard normals at flat indices start .. start+length-1 into `out`, drawing only their words."""
+    first, drop, at = start // 2, start % 2, 0
+    for words in _words(key, first, (start + length + 1) // 2 - first):
+        values = _normal_pairs(words)[drop:]
+        drop = 0
+        n = min(len(values), length - at)
+        out[at:at + n] = values[:n]
+        at += n
 
 
 def shard_value(seed: int, name: str, shape: Sequence[int], num_layers: int, partition_dim: Optional[int] = None,
@@ -203,9 +216,9 @@ def shard_value(seed: int, name: str, shape: Sequence[int], num_layers: int, par
     out = np.empty(math.prod(local), dtype=np.float32)
     at = 0
     for start, length in shard_runs(shape, partition_dim, tp_rank, tp_size):
-        for words in _words(key, start, length):
-            out[at:at + len(words)] = _normals(words) * std
-            at += len(words)
+        _draw(key, start, length, out[at:at + length])
+        at += length
+    out *= np.float32(std)
     return torch.from_numpy(out).view(local)
 
 

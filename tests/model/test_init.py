@@ -78,7 +78,7 @@ def test_canonical_names_use_global_layer_indices():
 
 def _split_cases():
     """(shape, partition dim, tp) for row, column, inner-dim and gated ([gate; up]) splits."""
-    for shape in [(8, 6), (16, 12), (4, 8, 6), (24, 4, 2)]:
+    for shape in [(8, 6), (16, 12), (4, 8, 6), (24, 4, 2), (6, 3), (12, 5, 3)]:  # odd runs start mid-word
         for pdim in range(len(shape)):
             for tp in (1, 2, 4):
                 if shape[pdim] % tp == 0:
@@ -100,13 +100,13 @@ def test_a_shard_draws_only_its_own_elements(monkeypatch):
 
     drawn = []
     words = init._words
-    monkeypatch.setattr(init, "_words", lambda key, start, length: drawn.append(length) or words(key, start, length))
+    monkeypatch.setattr(init, "_words", lambda key, first, count: drawn.append(count) or words(key, first, count))
     shape = (32000, 64)  # a vocabulary-parallel embedding, tp=8: 1/8 of the words
     shard = shard_value(0, "language_model.embedding.word_embeddings.weight", shape, 4, 0, 3, 8)
-    assert shard.shape == (4000, 64) and sum(drawn) == 4000 * 64
+    assert shard.shape == (4000, 64) and sum(drawn) == 4000 * 64 // 2  # one word per two elements
     drawn.clear()
     shard_value(0, "language_model.decoder.layers.0.self_attention.linear_proj.weight", (64, 256), 4, 1, 1, 4)
-    assert drawn == [64] * 64  # a column split: one run per row
+    assert drawn == [32] * 64  # a column split: one run per row
 
 
 def test_gated_fc1_shard_is_its_slice_of_gate_then_of_up():
@@ -132,3 +132,14 @@ def test_tp2_gated_model_shards_are_slices_of_the_tp1_tensors(rank):
     assert isinstance(pdim, HalvesDim)
     assert torch.equal(fc1.detach(), torch.cat([gate.chunk(2)[rank], up.chunk(2)[rank]]))
     assert "language_model.output_layer.weight" in params  # untied: a parameter of its own
+
+
+def test_runs_longer_than_one_chunk_and_starting_mid_word_match_the_full_tensor(monkeypatch):
+    from mimo_runtime.model import init
+
+    name = "language_model.decoder.layers.0.self_attention.linear_proj.weight"
+    full = initial_value(9, name, (2, 3, 37), 4)
+    monkeypatch.setattr(init, "_CHUNK", 5)  # 10 elements a chunk: every run spans several
+    for rank in range(3):  # runs of 37 elements at offsets 0, 37, 74, ...: odd and even starts
+        assert torch.equal(shard_value(9, name, (2, 3, 37), 4, 1, rank, 3), shard_of(full, 1, rank, 3))
+    assert torch.equal(initial_value(9, name, (2, 3, 37), 4), full)
