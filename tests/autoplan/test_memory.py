@@ -91,3 +91,33 @@ def test_llava_7b_auto_plan_on_64_ranks_fits_80_gib_per_rank_and_the_planner_agr
 def test_llava_7b_on_too_few_ranks_does_not_fit():
     """16 bytes per trained parameter: 6.7e9 of them need more than 80 GiB on one rank."""
     assert search(Problem(PRESETS["llava-1.5-7b"], 2, 8, 1, 80.0)) is None
+
+
+def _plan(colocated: bool = False):
+    from mimo_runtime.plan import make_plan
+    from mimo_runtime.plan.plan import colocated_plan
+    from mimo_runtime.topology import topology_from_dict
+
+    topo = topology_from_dict({"model": "tiny-vlm", "train": {"global_batch": 8, "micro_batch": 2},
+                               "modules": {"images": {"kind": "encoder", "ranks": 1},
+                                           "language": {"kind": "language", "ranks": 2, "parallel": {"pp": 2}}}},
+                              source="<test>")
+    return colocated_plan(topo, 2) if colocated else make_plan(topo)
+
+
+def test_rank_memory_of_a_topology_counts_each_ranks_own_stage():
+    preset = PRESETS["tiny-vlm"]
+    mem = rank_memory(_plan(), preset)
+    assert mem[0].params == 4 * module_parameters(preset, "images")
+    tied_copy = preset.language.vocab_size * preset.language.hidden  # megatron's output copy on the last stage
+    assert mem[1].params + mem[2].params == 4 * (module_parameters(preset, "language") + tied_copy)
+    # 1F1B with 4 microbatches: the encoder keeps 3 in flight (2 stages downstream), language stage 0 two
+    assert mem[0].activations == stage_memory(preset, "images", (1, 1, 1, 1), 0, 2, 3).activations
+    assert mem[1].activations == stage_memory(preset, "language", (1, 1, 1, 2), 0, 2, 2).activations
+
+
+def test_rank_memory_of_a_colocated_plan_holds_every_module_on_every_rank():
+    preset = PRESETS["tiny-vlm"]
+    mem = rank_memory(_plan(colocated=True), preset)
+    every = 4 * (module_parameters(preset, "images") + module_parameters(preset, "language"))
+    assert sorted(mem) == [0, 1] and all(m.params == every for m in mem.values())
