@@ -8,8 +8,8 @@
     resumed        S, --resume from `half` to step 6
     from_a         A, 3 steps (metrics, held-out eval, trace)                   -> dir `a`
     crashed        P, 4 steps saving every 3; rank 2 killed while saving step 4 -> dir `crash`
-    gated          G = tiny-llama (SwiGLU, RMSNorm, GQA) language tp2 (2 ranks), 4 steps saving every 2
-                                                                                -> dir `gated`
+    gated          G = tiny-llama (SwiGLU, RMSNorm, GQA) language tp2 (2 ranks) from a pretrained torch
+                   file of full tensors, 4 steps saving every 2                 -> dir `gated`
     gated_resumed  G resumed at step 2 from a copy of `gated` to step 4
     on_one_rank    one process: the load-error cases, then C resumed from `a` (tp2 -> tp1, encoder
                    dp2 -> colocated), C resumed from `crash` (pp2 -> pp1), each to step 6, and
@@ -35,7 +35,6 @@ S = topology("tiny-vlm", {"images": {**ENC, "ranks": 1}, "language": {**LANG, "r
 A = topology("tiny-vlm", {"images": {**ENC, "ranks": 2, "parallel": {"dp": 2}},
                           "language": {**LANG, "ranks": 2, "parallel": {"tp": 2}}})
 P = topology("tiny-vlm", {"images": {**ENC, "ranks": 1}, "language": {**LANG, "ranks": 2, "parallel": {"pp": 2}}})
-G = topology("tiny-llama", {"language": {**LANG, "ranks": 2, "parallel": {"tp": 2}}})
 AVLM = topology("tiny-avlm", {"images": {**ENC, "ranks": 1}, "audio": {**ENC, "ranks": 1},
                               "language": {**LANG, "ranks": 1}})
 
@@ -47,6 +46,11 @@ def workdir() -> str:
 
 def path(*parts: str) -> str:
     return os.path.join(workdir(), *parts)
+
+
+PRETRAINED = path("tiny-llama-language.pt")
+G = topology("tiny-llama", {"language": {**LANG, "ranks": 2, "parallel": {"tp": 2},
+                                         "pretrained": {"path": PRETRAINED, "format": "torch"}}})
 
 
 def config(topo, steps: int, colocated: bool = False, **kw) -> RunConfig:
@@ -95,7 +99,22 @@ def crashed():
 
 
 @functools.lru_cache(maxsize=None)
+def pretrained_file() -> str:
+    """tiny-llama's full language tensors, unlike its keyed init (another seed), via torch.save."""
+    import torch
+
+    from mimo_runtime.model import global_parameters
+    from mimo_runtime.model.init import initial_value
+    from tests.model.fakes import build
+
+    params = global_parameters(build("tiny-llama"))
+    torch.save({n: initial_value(SEED + 92, n, p.shape, 4) for n, (p, *_) in params.items()}, PRETRAINED)
+    return PRETRAINED
+
+
+@functools.lru_cache(maxsize=None)
 def gated():
+    pretrained_file()
     return launch(G, config(G, 4, checkpoint_dir=path("gated"), save_every=2, keep_last=0))
 
 

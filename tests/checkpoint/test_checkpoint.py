@@ -129,6 +129,15 @@ def test_gated_fc1_is_saved_as_the_global_gate_then_up_tensor():
     assert saved[f"optimizer.{FC1}.exp_avg_sq"].shape == saved[FC1].shape
 
 
+def test_gated_pretrained_torch_file_loads_each_half_of_fc1_into_its_tp2_slice():
+    runs.gated()
+    stored = torch.load(runs.pretrained_file())
+    saved = full_tensors(runs.path("gated", "step_00000002"))[FC1]  # global [gate; up] per layer
+    for layer in range(saved.shape[0]):
+        want = stored[f"language_model.decoder.layers.{layer}.mlp.linear_fc1.weight"]
+        assert (saved[layer] - want).abs().max() < 5e-3, layer  # two Adam steps at lr 1e-3 from the file
+
+
 def test_gated_model_tp2_checkpoint_resumes_on_one_rank():
     full = runs.gated()
     moved = runs.on_one_rank()[1][2]
