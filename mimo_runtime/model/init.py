@@ -2,11 +2,12 @@
 
 Elements 2j and 2j+1 (row-major) of a parameter's full (unsharded) tensor are the Box-Muller pair
 of standard normals computed from the j-th 64-bit word of a counter-based generator (numpy's
-Philox) keyed on a stable hash of the seed and the canonical name, times the parameter's std. A counter-based generator can start at any
-word, so a rank draws only the elements of its own TP shard (one run of words per contiguous piece
-of the shard), never the full tensor, and the shard equals that slice of the full tensor whatever
-the topology (torchtitan's keyed parameter init keys on the name for the same reason). Values are
-drawn on CPU (float32) and copied to the parameter's device and dtype, so CUDA and CPU agree.
+Philox) keyed on a stable hash of the seed and the canonical name, times the parameter's std.
+A counter-based generator can start at any word, so a rank draws only the elements of its own TP
+shard (one run of words per contiguous piece of the shard), never the full tensor, and the shard
+equals that slice of the full tensor whatever the topology (torchtitan's keyed parameter init
+keys on the name for the same reason). Values are drawn on CPU (float32) and copied to the
+parameter's device and dtype, so CUDA and CPU agree.
 
 Canonical names are the colocated model's names: layer indices are global (a pipeline stage's local
 layer i is layer offset+i), and the last stage's copy of a tied output weight is named after the
