@@ -4,11 +4,13 @@ Estimates from FLOPs (a transformer layer does 8h^2 + 4hf + 4sh multiply-adds x 
 sustained rate, plus tensor-parallel all-reduces and context-parallel K/V exchange over a link of
 given latency and bandwidth. `Hardware.flops_per_s` can be calibrated by a quick profile
 (mimo_runtime.bench.calibrate); the rest of the model is arithmetic, so it runs at 16k ranks.
+Parameters and activations come from the per-family memory model (autoplan/memory.py).
 """
 
 from dataclasses import dataclass
 from typing import Tuple
 
+from mimo_runtime.autoplan import memory
 from mimo_runtime.topology import PresetDims
 
 Shape = Tuple[int, int, int, int]  # (tp, cp, dp, pp)
@@ -24,6 +26,11 @@ class Hardware:
     def transfer(self, nbytes: float) -> float:
         return self.link_latency_s + nbytes / self.link_bytes_per_s
 
+    @property
+    def precision(self) -> memory.Precision:
+        b = self.bytes_per_value
+        return memory.Precision(weight=b, grad=b, optimizer=8, activation=b)
+
     def all_reduce(self, nbytes: float, group: int) -> float:
         """Ring all-reduce: 2(g-1) steps of latency, 2(g-1)/g of the bytes over each link."""
         if group <= 1:
@@ -36,27 +43,28 @@ class ModuleDims:
     """What the cost model needs of one module, per sample."""
 
     hidden: int
-    ffn: int
+    ffn: int  # an MLP's matmul width: 1.5 x ffn_hidden for SwiGLU (gate, up and down matrices)
     heads: int
     layers: int
     seq: int  # attention span: tokens attending to one another
     tokens: int  # tokens per sample (seq x items for an encoder)
     extra_flops: float  # per sample, outside the layers: projection or embedding/logits
-    extra_params: int  # outside the layers, all on one stage (projection: last; embeddings: first and last)
     out_hidden: int  # width of the rows this module hands on
+    preset: PresetDims  # for the memory model
+    name: str
 
 
 def module_dims(preset: PresetDims, name: str) -> ModuleDims:
     lang = preset.language
     if name == "language":
-        return ModuleDims(lang.hidden, lang.ffn_hidden, lang.heads, lang.layers, lang.seq_length, lang.seq_length,
-                          2.0 * lang.seq_length * lang.hidden * lang.vocab_size, lang.hidden * lang.vocab_size,
-                          lang.hidden)
+        ffn = lang.ffn_hidden * 3 // 2 if lang.gated else lang.ffn_hidden
+        return ModuleDims(lang.hidden, ffn, lang.heads, lang.layers, lang.seq_length, lang.seq_length,
+                          2.0 * lang.seq_length * lang.hidden * lang.vocab_size, lang.hidden, preset, name)
     enc = preset.encoders[name]
     tokens = enc.tokens_per_item * enc.max_items
     proj = enc.hidden * lang.hidden + lang.hidden * lang.hidden  # the MLP projector
-    return ModuleDims(enc.hidden, 4 * enc.hidden, enc.heads, enc.layers, enc.tokens_per_item, tokens,
-                      2.0 * tokens * proj, proj, lang.hidden)
+    return ModuleDims(enc.hidden, enc.ffn, enc.heads, enc.layers, enc.tokens_per_item, tokens,
+                      2.0 * tokens * proj, lang.hidden, preset, name)
 
 
 def layer_flops(d: ModuleDims) -> float:
@@ -65,19 +73,16 @@ def layer_flops(d: ModuleDims) -> float:
     return 2.0 * per_token * d.tokens
 
 
-def layer_params(d: ModuleDims) -> int:
-    return 4 * d.hidden ** 2 + 2 * d.hidden * d.ffn + 9 * d.hidden + d.ffn
-
-
 @dataclass(frozen=True)
 class StageCost:
     forward: float  # seconds per microbatch
     backward: float
     reduce: float  # gradient all-reduce over dp x cp, once per step
     params: int  # on one rank
-    trainable: int  # of those, trained (4 bytes weights + 4 grads + 8 Adam each)
+    trainable: int  # of those, trained (weights + gradients + Adam state each)
     act_bytes: float  # activations one in-flight microbatch keeps on one rank
     send_bytes: float  # rows one rank sends downstream per microbatch
+    precision: memory.Precision
 
 
 def stage_cost(d: ModuleDims, shape: Shape, stage: int, samples: int, hw: Hardware, *, language: bool,
@@ -85,7 +90,7 @@ def stage_cost(d: ModuleDims, shape: Shape, stage: int, samples: int, hw: Hardwa
     """Costs of pipeline stage `stage` of a module with `shape`, `samples` per microbatch per replica."""
     tp, cp, _, pp = shape
     layers = d.layers // pp
-    first, last = stage == 0, stage == pp - 1
+    last = stage == pp - 1
     flops = layers * layer_flops(d) * samples
     if last:  # the logits, or the encoder's projection
         flops += d.extra_flops * samples
@@ -95,27 +100,25 @@ def stage_cost(d: ModuleDims, shape: Shape, stage: int, samples: int, hw: Hardwa
     tp_comm = layers * 2 * hw.all_reduce(tokens * d.hidden * b, tp)
     cp_comm = layers * (cp - 1) * hw.transfer(2 * tokens * d.hidden * b / tp) if cp > 1 else 0.0
     forward = compute + tp_comm + cp_comm
-    # the projection lives on an encoder's last stage; tied embeddings on the language's first and last
-    own_extra = d.extra_params // tp if (last or (language and first)) else 0
-    params = layers * layer_params(d) // tp + own_extra
-    if language or not (frozen or frozen_all):
-        trainable, backward = params, 2 * compute + tp_comm + cp_comm
-        act = layers * tokens * d.hidden * (34 + 5 * d.heads * d.seq / d.hidden) * b / 2 / tp
-    elif frozen and not frozen_all and last:
-        proj_compute = d.extra_flops * samples / tp / hw.flops_per_s
-        trainable, backward = own_extra, 2 * proj_compute
-        act = tokens * d.hidden * b
+    trains = "all" if language or not (frozen or frozen_all) else "projection" if frozen and not frozen_all else "none"
+    mem = memory.stage_memory(d.preset, d.name, shape, stage, samples, 1, trains, precision=hw.precision)
+    params = round(mem.params / hw.precision.weight)
+    trainable = round(mem.grads / hw.precision.grad)
+    if trains == "all":
+        backward = 2 * compute + tp_comm + cp_comm
+    elif trains == "projection" and last:
+        backward = 2 * d.extra_flops * samples / tp / hw.flops_per_s
     else:
-        trainable, backward, act = 0, 0.0, 0.0
+        backward = 0.0
     reduce = hw.all_reduce(trainable * b, shape[2] * cp)
     send = samples * d.tokens * (d.out_hidden if last else d.hidden) * b / cp
-    return StageCost(forward, backward, reduce, params, trainable, act, send)
+    return StageCost(forward, backward, reduce, params, trainable, mem.activations, send, hw.precision)
 
 
 def rank_bytes(c: StageCost, inflight: int) -> float:
     """Peak bytes on one rank of a stage: weights, gradients and Adam state, then live activations."""
-    frozen = c.params - c.trainable
-    return 16 * c.trainable + 4 * frozen + inflight * c.act_bytes
+    p = c.precision
+    return p.weight * c.params + (p.grad + p.optimizer) * c.trainable + inflight * c.act_bytes
 
 
 def inflight_1f1b(depth: int, m: int, trains: bool) -> int:

@@ -1,6 +1,6 @@
 """Search per-module ranks, tp, cp, dp, pp; simulate each candidate; keep the fastest that fits memory.
 
-Candidates obey the topology rules (tp divides heads (and the vocabulary), pp divides layers, 2cp
+Candidates obey the topology rules (tp divides heads (and kv heads and the vocabulary), pp divides layers, 2cp
 divides the sequence, language dp divides global_batch / micro_batch, encoder and language dp divide
 one another and the microbatch), use every rank, and are visited in order of a lower bound on their
 step time (the busiest stage node's compute), so the simulator runs only on candidates that could
@@ -66,7 +66,7 @@ def language_shapes(p: Problem, max_ranks: int) -> Iterator[Shape]:
     if p.global_batch % p.micro_batch:
         return
     for tp in divisors(lang.heads):
-        if lang.vocab_size % tp:
+        if lang.vocab_size % tp or lang.kv_heads % tp:
             continue
         for cp in [c for c in divisors(lang.seq_length) if c == 1 or lang.seq_length % (2 * c) == 0]:
             for pp in divisors(lang.layers):

@@ -4,8 +4,10 @@
 that `rank` holds under `plan`, initialized from (seed, global name) only.
 """
 
+import dataclasses
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
+import torch.nn.functional as F
 from megatron.core.models.vision.multimodal_projector import MultimodalProjector
 from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
 from megatron.core.transformer.mlp import MLPSubmodules
@@ -30,14 +32,15 @@ LANG = MIMO_LANGUAGE_MODULE_KEY
 def language_model_spec(dims: LanguageDims, tp: int, pp: int, pgs, is_first_stage: bool,
                         is_last_stage: bool, backend: str = "auto", recompute: str = "none", cp: int = 1,
                         sequence_parallel: bool = False) -> ModuleSpec:
-    """GPT with tied input/output embeddings and rotary positions.
+    """GPT with rotary positions; the Llama-family fields of `dims` (RMSNorm, SwiGLU, GQA, biases,
+    untied output) become megatron's own TransformerConfig fields.
 
     RoPE gives every token its position, encoder rows included (learned absolute positions would
     reach text tokens only, through get_text_embeddings); with packed THD it restarts at each
     sequence, so packed and padded batches see identical inputs.
     """
-    config = transformer_config(dims.hidden, dims.heads, dims.layers, dims.ffn_hidden, tp, pp, recompute, cp,
-                                sequence_parallel)
+    config = family_config(transformer_config(dims.hidden, dims.heads, dims.layers, dims.ffn_hidden, tp, pp,
+                                              recompute, cp, sequence_parallel), dims)
     spec = layer_spec(causal=True, backend=backend)
     if sequence_parallel and not uses_te(backend):
         spec = sequence_parallel_block_spec(spec, dims.layers // pp)  # model/sequence_parallel.py
@@ -45,8 +48,24 @@ def language_model_spec(dims: LanguageDims, tp: int, pp: int, pgs, is_first_stag
     return ModuleSpec(module=LanguageModel, params=dict(
         config=config, transformer_layer_spec=spec,
         vocab_size=dims.vocab_size, max_sequence_length=dims.seq_length, pre_process=is_first_stage,
-        post_process=is_last_stage, share_embeddings_and_output_weights=True,
-        position_embedding_type="rope", pg_collection=pgs, scatter_embedding_sequence_parallel=False))
+        post_process=is_last_stage, share_embeddings_and_output_weights=dims.tied,
+        position_embedding_type="rope", rotary_base=dims.rotary_base, pg_collection=pgs,
+        scatter_embedding_sequence_parallel=False))
+
+
+def family_config(config, dims: LanguageDims):
+    """`config` with the language family's norm, MLP, attention groups and biases (the defaults
+    of LanguageDims leave it unchanged: LayerNorm + GELU GPT with biases)."""
+    fields = {}
+    if dims.norm == "rmsnorm":
+        fields["normalization"] = "RMSNorm"
+    if dims.gated:
+        fields.update(gated_linear_unit=True, activation_func=F.silu)
+    if dims.query_groups is not None:
+        fields["num_query_groups"] = dims.query_groups
+    if not dims.linear_bias:
+        fields.update(add_bias_linear=False, add_qkv_bias=dims.qkv_bias)
+    return dataclasses.replace(config, **fields) if fields else config
 
 
 def modality_spec(name: str, enc: EncoderDims, language_hidden: int, tp: int, pp: int, pgs,

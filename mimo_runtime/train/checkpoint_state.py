@@ -1,6 +1,10 @@
 """What a checkpoint holds, as megatron ShardedTensors, so every part of it reshards.
 
 - The model: `MimoModel.sharded_state_dict()` (global keys and offsets whatever the topology).
+  A gated MLP's fc1 comes as megatron's ShardedTensorFactory (`apply_swiglu_sharded_factory`):
+  its local `[gate shard; up shard]` is saved as two shards of the global `[gate; up]`, so a
+  TP=2 SwiGLU checkpoint loads into TP=1 (and back). The factory is kept as it is until the
+  tensors go to DCP (`expand`), so the optimizer state of its parameter is split the same way.
 - The optimizer: every per-parameter state tensor (AdamW's exp_avg / exp_avg_sq, SGD's
   momentum_buffer) is saved as `optimizer.<parameter key>.<state name>` with exactly its
   parameter's sharding (global shape, offsets, replica id), so a TP=2 moment loads into a TP=1
@@ -28,17 +32,21 @@ def _sharded_types():
 
 
 def model_tensors(model) -> List:
-    """This rank's model ShardedTensors. ShardedObjects (transformer-engine `_extra_state`, empty
-    without TE) are left out: they are per-rank blobs that cannot be resharded."""
+    """This rank's model ShardedTensors and ShardedTensorFactories (one per parameter each).
+    ShardedObjects (transformer-engine `_extra_state`, empty without TE) are left out: they are
+    per-rank blobs that cannot be resharded."""
     from megatron.core.dist_checkpointing.dict_utils import nested_values
 
-    sharded_tensor, factory = _sharded_types()
+    return [v for v in nested_values(model.sharded_state_dict()) if isinstance(v, _sharded_types())]
+
+
+def expand(tensors) -> List:
+    """Factories built into the ShardedTensors they stand for (views of their data: a load
+    fills the parameter in place, so the factory's merge is not needed)."""
+    _, factory = _sharded_types()
     out = []
-    for v in nested_values(model.sharded_state_dict()):
-        if isinstance(v, factory):
-            raise NotImplementedError(f"ShardedTensorFactory for {v.key} is not supported by mimo checkpoints")
-        if isinstance(v, sharded_tensor):
-            out.append(v)
+    for t in tensors:
+        out.extend(t.build() if isinstance(t, factory) else [t])
     return out
 
 
@@ -65,7 +73,11 @@ def optimizer_tensors(tensors, optimizers: Dict[str, torch.optim.Optimizer]) -> 
 
 
 def _mirror(sh, name: str, value: torch.Tensor):
-    return dataclasses.replace(sh, key=f"{OPTIMIZER_PREFIX}{sh.key}.{name}", data=value, dtype=value.dtype)
+    """`value` (an optimizer state of sh's parameter) sharded like the parameter, under its own key."""
+    key = f"{OPTIMIZER_PREFIX}{sh.key}.{name}"
+    if isinstance(sh, _sharded_types()[1]):
+        return dataclasses.replace(sh, key=key, data=value)  # the factory splits it as it splits the weight
+    return dataclasses.replace(sh, key=key, data=value, dtype=value.dtype)
 
 
 def optimizer_scalars(optimizers: Dict[str, torch.optim.Optimizer]) -> Dict[str, Dict[str, float]]:
@@ -119,7 +131,7 @@ def main_replicas(tensors) -> List:
     """Only the main replica of each shard is written (DP copies and tied-embedding copies are equal)."""
     from megatron.core.dist_checkpointing.mapping import is_main_replica
 
-    return [t for t in tensors if is_main_replica(t.replica_id)]
+    return [t for t in expand(tensors) if is_main_replica(t.replica_id)]
 
 
 def to_dcp(tensors, loading: bool) -> Dict:
@@ -127,7 +139,7 @@ def to_dcp(tensors, loading: bool) -> Dict:
     from megatron.core.dist_checkpointing.strategies.torch import mcore_to_pyt_state_dict
 
     grouped: Dict[str, List] = {}
-    for t in tensors:
+    for t in expand(tensors):
         grouped.setdefault(t.key, []).append(t)
     return mcore_to_pyt_state_dict(grouped, is_loading=loading)
 
@@ -143,4 +155,4 @@ def set_rng_state(state: Dict) -> None:
 
 
 def global_shapes(tensors) -> Dict[str, Tuple[int, ...]]:
-    return {t.key: tuple(t.global_shape) for t in tensors}
+    return {t.key: tuple(t.global_shape) for t in expand(tensors)}

@@ -6,6 +6,8 @@ format torch: a file saved with `torch.save({name: full tensor})`. Names are can
 module (`encoders...`, as an encoder saved on its own has them). Each rank copies in only its own
 TP shard of its own layers, so a file loads into any topology (resharding by construction), and a
 whole-model file can feed one module only (partial loading): keys of other modules are ignored.
+A gated (SwiGLU) fc1 is stored full as [gate; up]; `shard_of` gives each rank its slice of each
+half (its partition dim is `mimo_runtime.model.init.HalvesDim`), megatron's local layout.
 `map: "pkg.mod:fn"` renames stored keys first (fn(name) -> canonical name, or None to drop).
 
 format checkpoint: pretrained_checkpoint.py. Every check runs against the world-wide parameter

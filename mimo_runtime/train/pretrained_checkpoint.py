@@ -60,7 +60,7 @@ def _request(model, name: str, spec: Pretrained, metadata, src: str, where: str)
     saved = metadata.state_dict_metadata
     stored_key = _stored_keys(saved, spec, src, where)
     prefix = module_prefix(name)
-    mine = [t for t in cs.model_tensors(model) if t.key.startswith(prefix)]
+    mine = [t for t in cs.expand(cs.model_tensors(model)) if t.key.startswith(prefix)]
     missing = sorted({t.key[len(prefix):] for t in mine if t.key not in stored_key})
     shapes = sorted({f"{t.key[len(prefix):]}: checkpoint {tuple(saved[stored_key[t.key]].size)} vs model "
                      f"{tuple(t.global_shape)}" for t in mine if t.key in stored_key

@@ -8,8 +8,12 @@
     resumed        S, --resume from `half` to step 6
     from_a         A, 3 steps (metrics, held-out eval, trace)                   -> dir `a`
     crashed        P, 4 steps saving every 3; rank 2 killed while saving step 4 -> dir `crash`
+    gated          G = tiny-llama (SwiGLU, RMSNorm, GQA) language tp2 (2 ranks) from a pretrained torch
+                   file of full tensors, 4 steps saving every 2                 -> dir `gated`
+    gated_resumed  G resumed at step 2 from a copy of `gated` to step 4
     on_one_rank    one process: the load-error cases, then C resumed from `a` (tp2 -> tp1, encoder
-                   dp2 -> colocated) and C resumed from `crash` (pp2 -> pp1), each to step 6
+                   dp2 -> colocated), C resumed from `crash` (pp2 -> pp1), each to step 6, and
+                   tiny-llama on one rank resumed at step 2 of `gated` (SwiGLU tp2 -> tp1) to step 4
 """
 
 import functools
@@ -42,6 +46,11 @@ def workdir() -> str:
 
 def path(*parts: str) -> str:
     return os.path.join(workdir(), *parts)
+
+
+PRETRAINED = path("tiny-llama-language.pt")
+G = topology("tiny-llama", {"language": {**LANG, "ranks": 2, "parallel": {"tp": 2},
+                                         "pretrained": {"path": PRETRAINED, "format": "torch"}}})
 
 
 def config(topo, steps: int, colocated: bool = False, **kw) -> RunConfig:
@@ -89,6 +98,41 @@ def crashed():
     raise AssertionError("the run with a crash injected while saving finished")
 
 
+@functools.lru_cache(maxsize=None)
+def pretrained_file() -> str:
+    """tiny-llama's full language tensors, unlike its keyed init (another seed), via torch.save."""
+    import torch
+
+    from mimo_runtime.model import global_parameters
+    from mimo_runtime.model.init import initial_value
+    from tests.model.fakes import build
+
+    params = global_parameters(build("tiny-llama"))
+    torch.save({n: initial_value(SEED + 92, n, p.shape, 4) for n, (p, *_) in params.items()}, PRETRAINED)
+    return PRETRAINED
+
+
+@functools.lru_cache(maxsize=None)
+def gated():
+    pretrained_file()
+    return launch(G, config(G, 4, checkpoint_dir=path("gated"), save_every=2, keep_last=0))
+
+
+def at_step_2(name: str) -> str:
+    """A copy of checkpoint dir `gated` whose latest checkpoint is step 2."""
+    gated()
+    dst = path(name)
+    shutil.copytree(path("gated"), dst, ignore=shutil.ignore_patterns("step_00000004"))
+    with open(os.path.join(dst, "latest"), "w") as f:
+        f.write("step_00000002\n")
+    return dst
+
+
+@functools.lru_cache(maxsize=None)
+def gated_resumed():
+    return launch(G, config(G, 4, checkpoint_dir=at_step_2("gated-tp2"), resume=True))
+
+
 def broken_copy(name: str, edit) -> str:
     """A copy of checkpoint dir `a` with its step-3 checkpoint edited by `edit(path)`."""
     dst = path(name)
@@ -126,13 +170,15 @@ def _load_cases():
 
 @functools.lru_cache(maxsize=None)
 def on_one_rank():
-    """({case: (checkpoint dir, error line or None)}, [C resumed from `a`, C resumed from `crash`])."""
+    """({case: (checkpoint dir, error line or None)},
+    [C resumed from `a`, C resumed from `crash`, tiny-llama on one rank resumed from `gated`])."""
     from tests.checkpoint.rank_fns import load_then_resume
 
     from_a()
     crashed()
     cases = _load_cases()
     resumes = [(S, config(S, 6, colocated=True, checkpoint_dir=path(d), resume=True)) for d in ("a", "crash")]
+    resumes.append((G, config(G, 4, colocated=True, checkpoint_dir=at_step_2("gated-tp1"), resume=True)))
     errors, results = spawn(load_then_resume, 1, args=(list(cases.values()), resumes), timeout_s=240,
                             collective_timeout_s=30)[0]
     return {name: (case[2], err) for (name, case), err in zip(cases.items(), errors)}, results

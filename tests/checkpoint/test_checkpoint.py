@@ -111,3 +111,43 @@ def test_resuming_another_models_checkpoint_from_the_cli_is_one_line_exit_2(caps
     assert code == 2
     assert err[-1] == f"error: {runs.path('full', 'step_00000006')}: checkpoint is of model 'tiny-vlm' but this run " \
                       f"trains 'tiny-avlm'"
+
+
+FC1 = "language_model.decoder.layers.mlp.linear_fc1.weight"  # layers stacked on dim 0
+
+
+def test_gated_model_tp2_resumes_bit_exact_with_its_optimizer_state():
+    full, rest = runs.gated(), runs.gated_resumed()
+    assert rest[0].start_step == 2
+    assert runs.losses(rest) == runs.losses(full, 2)  # bit-identical
+    a = full_tensors(runs.path("gated", "step_00000004"))
+    b = full_tensors(runs.path("gated-tp2", "step_00000004"))
+    assert a.keys() == b.keys() and f"optimizer.{FC1}.exp_avg" in a
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"final parameters / optimizer state differ: {different[:3]}"
+
+
+def test_gated_fc1_is_saved_as_the_global_gate_then_up_tensor():
+    from mimo_runtime.topology import PRESETS
+
+    runs.gated()
+    saved = full_tensors(runs.path("gated", "step_00000002"))
+    lang = PRESETS["tiny-llama"].language
+    assert saved[FC1].shape == (lang.layers, 2 * lang.ffn_hidden, lang.hidden)
+    assert saved[f"optimizer.{FC1}.exp_avg_sq"].shape == saved[FC1].shape
+
+
+def test_gated_pretrained_torch_file_loads_each_half_of_fc1_into_its_tp2_slice():
+    runs.gated()
+    stored = torch.load(runs.pretrained_file())
+    saved = full_tensors(runs.path("gated", "step_00000002"))[FC1]  # global [gate; up] per layer
+    for layer in range(saved.shape[0]):
+        want = stored[f"language_model.decoder.layers.{layer}.mlp.linear_fc1.weight"]
+        assert (saved[layer] - want).abs().max() < 5e-3, layer  # two Adam steps at lr 1e-3 from the file
+
+
+def test_gated_model_tp2_checkpoint_resumes_on_one_rank():
+    full = runs.gated()
+    moved = runs.on_one_rank()[1][2]
+    assert moved.start_step == 2
+    close([m["loss"] for m in moved.metrics], runs.losses(full, 2))

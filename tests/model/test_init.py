@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mimo_runtime.model import global_parameters, shard_of
-from mimo_runtime.model.init import ModuleShard, canonical_name, initial_value
+from mimo_runtime.model.init import (BASE_STD, HalvesDim, ModuleShard, canonical_name, initial_value, shard_runs,
+                                   shard_value)
 from tests.model.fakes import build, fake_grid
 
 
@@ -73,3 +74,72 @@ def test_canonical_names_use_global_layer_indices():
     assert canonical_name("language_model.output_layer.weight", stage, True) == \
         "language_model.embedding.word_embeddings.weight"
     assert canonical_name("language_model.output_layer.weight", stage, False) == "language_model.output_layer.weight"
+
+
+def _split_cases():
+    """(shape, partition dim, tp) for row, column, inner-dim and gated ([gate; up]) splits."""
+    for shape in [(8, 6), (16, 12), (4, 8, 6), (24, 4, 2), (6, 3), (12, 5, 3)]:  # odd runs start mid-word
+        for pdim in range(len(shape)):
+            for tp in (1, 2, 4):
+                if shape[pdim] % tp == 0:
+                    yield shape, pdim, tp
+                if pdim == 0 and shape[0] % (2 * tp) == 0:
+                    yield shape, HalvesDim(0), tp
+
+
+@pytest.mark.parametrize("shape,pdim,tp", list(_split_cases()))
+def test_a_shard_drawn_alone_equals_that_slice_of_the_full_tensor(shape, pdim, tp):
+    name = "language_model.decoder.layers.0.mlp.linear_fc1.weight"
+    full = initial_value(5, name, shape, 4)
+    for rank in range(tp):
+        assert torch.equal(shard_value(5, name, shape, 4, pdim, rank, tp), shard_of(full, pdim, rank, tp))
+
+
+def test_a_shard_draws_only_its_own_elements(monkeypatch):
+    from mimo_runtime.model import init
+
+    drawn = []
+    words = init._words
+    monkeypatch.setattr(init, "_words", lambda key, first, count: drawn.append(count) or words(key, first, count))
+    shape = (32000, 64)  # a vocabulary-parallel embedding, tp=8: 1/8 of the words
+    shard = shard_value(0, "language_model.embedding.word_embeddings.weight", shape, 4, 0, 3, 8)
+    assert shard.shape == (4000, 64) and sum(drawn) == 4000 * 64 // 2  # one word per two elements
+    drawn.clear()
+    shard_value(0, "language_model.decoder.layers.0.self_attention.linear_proj.weight", (64, 256), 4, 1, 1, 4)
+    assert drawn == [32] * 64  # a column split: one run per row
+
+
+def test_gated_fc1_shard_is_its_slice_of_gate_then_of_up():
+    full = torch.arange(8.0).view(8, 1)  # gate rows 0..3, up rows 4..7
+    assert shard_of(full, HalvesDim(0), 1, 2).flatten().tolist() == [2.0, 3.0, 6.0, 7.0]
+    assert shard_runs((8, 3), HalvesDim(0), 1, 2) == [(6, 6), (18, 6)]
+
+
+def test_keyed_values_are_standard_normal_times_std():
+    w = initial_value(0, "language_model.embedding.word_embeddings.weight", (512, 512), 4)
+    assert abs(w.mean().item()) < 1e-3 and abs(w.std().item() / BASE_STD - 1) < 1e-2
+    proj = initial_value(0, "language_model.decoder.layers.0.self_attention.linear_proj.weight", (512, 512), 8)
+    assert abs(proj.std().item() / (BASE_STD / 4) - 1) < 1e-2  # megatron's scaled init: 0.02 / sqrt(2 x 8)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_tp2_gated_model_shards_are_slices_of_the_tp1_tensors(rank):
+    """tiny-llama: RMSNorm, SwiGLU fc1 [gate; up], grouped-query qkv, untied output layer."""
+    reference = {n: p.detach().clone() for n, (p, *_) in global_parameters(build("tiny-llama")).items()}
+    params = _assert_slices_of(reference, build("tiny-llama", {"language": fake_grid(0, tp=2)}, rank=rank))
+    fc1, pdim, *_ = params["language_model.decoder.layers.0.mlp.linear_fc1.weight"]
+    gate, up = reference["language_model.decoder.layers.0.mlp.linear_fc1.weight"].chunk(2)
+    assert isinstance(pdim, HalvesDim)
+    assert torch.equal(fc1.detach(), torch.cat([gate.chunk(2)[rank], up.chunk(2)[rank]]))
+    assert "language_model.output_layer.weight" in params  # untied: a parameter of its own
+
+
+def test_runs_longer_than_one_chunk_and_starting_mid_word_match_the_full_tensor(monkeypatch):
+    from mimo_runtime.model import init
+
+    name = "language_model.decoder.layers.0.self_attention.linear_proj.weight"
+    full = initial_value(9, name, (2, 3, 37), 4)
+    monkeypatch.setattr(init, "_CHUNK", 5)  # 10 elements a chunk: every run spans several
+    for rank in range(3):  # runs of 37 elements at offsets 0, 37, 74, ...: odd and even starts
+        assert torch.equal(shard_value(9, name, (2, 3, 37), 4, 1, rank, 3), shard_of(full, 1, rank, 3))
+    assert torch.equal(initial_value(9, name, (2, 3, 37), 4), full)
