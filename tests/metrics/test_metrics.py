@@ -49,7 +49,8 @@ def test_caption_accuracy_gathers_the_vocab_slices_of_tensor_parallel_ranks():
 def test_trace_has_every_ranks_actions_on_one_clock():
     runs.from_a()
     with open(runs.path("trace.json")) as f:
-        events = json.load(f)["traceEvents"]
+        trace = json.load(f)
+    events, error_us = trace["traceEvents"], trace["otherData"]["clock_error_us"]
     spans = [e for e in events if e["ph"] == "X"]
     assert {e["pid"] for e in spans} == {0, 1, 2, 3}
     names = {e["pid"]: e["args"]["name"] for e in events if e["name"] == "process_name"}
@@ -59,10 +60,31 @@ def test_trace_has_every_ranks_actions_on_one_clock():
         assert {e["args"]["step"] for e in mine} == {0, 1, 2}
         assert {"F", "B", "OPT_STEP"} <= {e["args"]["kind"] for e in mine}
     assert any(e["args"]["phase"] == "eval" for e in spans)
-    # one clock: the language rank's F0 starts after the encoder sent microbatch 0 and takes it in
+    # one clock: the language rank takes microbatch 0 in only after the encoder began sending it (a real
+    # happens-before), so on the common clock it ends no earlier than that, up to both ranks' sync bounds
     send = min(e["ts"] for e in spans if e["pid"] == 0 and e["name"].startswith("SEND_F0"))
     recv_end = min(e["ts"] + e["dur"] for e in spans if e["pid"] == 2 and e["name"].startswith("RECV_F0"))
-    assert recv_end > send
+    assert error_us[0] == 0 and len(error_us) == 4
+    assert recv_end + error_us[0] + error_us[2] + 0.2 >= send, (recv_end, send, error_us)  # 0.2: ts rounding
+
+
+def test_clock_mapping_bound_holds_for_any_offset_and_delays():
+    import random
+
+    from mimo_runtime.train.trace import best_offset
+
+    rng = random.Random(0)
+    for _ in range(10_000):
+        true = rng.uniform(-5.0, 5.0)  # the other clock minus the reference clock
+        rounds, t = [], rng.uniform(0.0, 100.0)
+        for _ in range(rng.randint(1, 8)):
+            there = t + rng.expovariate(1e3)  # the ping's delay, then the pong's
+            back = there + rng.expovariate(1e3)
+            rounds.append((t, there + true, back))
+            t = back + rng.uniform(0.0, 1e-3)
+        offset, error = best_offset(rounds)
+        assert abs(offset - true) <= error + 1e-9
+        assert error == min(b - a for a, _, b in rounds) / 2
 
 
 def test_timeline_png_from_the_trace(capsys):
