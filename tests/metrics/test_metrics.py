@@ -31,6 +31,30 @@ def test_metrics_jsonl_has_one_record_per_step_with_module_times():
     assert [r["loss"] for r in got] == runs.losses(runs.from_a())
 
 
+def test_metrics_have_model_flops_mfu_memory_bubble_and_per_module_grad_norms():
+    from mimo_runtime.data import make_dataset
+    from mimo_runtime.train.flops import preset_step_flops
+    from mimo_runtime.train.sampler import Sampler
+
+    data = make_dataset("tiny-vlm", "train", runs.SEED)
+    sampler = Sampler(len(data), 8, 2, runs.SEED)  # language dp1: microbatches of 2
+    for step, r in enumerate(records()):
+        ids = sampler.step_samples(step)
+        flops = preset_step_flops("tiny-vlm", 8, {"images": sum(data.num_items(i, "images") for i in ids)},
+                                  {"images": False})
+        t = r["step_time_s"]
+        assert r["tflops_per_s"] == pytest.approx({**{n: f / t / 1e12 for n, f in flops.items()},
+                                                   "all": sum(flops.values()) / t / 1e12}, rel=1e-6)
+        assert r["mfu"]["language"] == pytest.approx(flops["language"] / t / (2 * 1e12), rel=1e-6)  # 2 ranks, 1 TFLOP/s
+        assert r["mfu"]["all"] == pytest.approx(sum(flops.values()) / t / (4 * 1e12), rel=1e-6)
+        assert 0 < r["nonpad_tokens_per_s"] < r["tokens_per_s"]
+        assert len(r["peak_memory_mb"]) == 4 and min(r["peak_memory_mb"]) > 50  # torch + megatron alone
+        assert 0.0 < r["bubble"] < 1.0
+        assert set(r["grad_norm_by_module"]) == {"images", "language"}
+        assert r["grad_norm"] == pytest.approx(sum(v * v for v in r["grad_norm_by_module"].values()) ** 0.5)
+        assert r["skipped_steps"] == 0
+
+
 def test_evaluation_every_k_steps_and_after_the_last():
     got = records()
     assert ["eval_loss" in r for r in got] == [False, True, True]
@@ -136,13 +160,35 @@ def test_tensorboard_logs_when_installed_and_is_one_error_line_otherwise(tmp_pat
     if tensorboard_available():
         r = Reporter(None, progress=False, tensorboard_dir=str(tmp_path / "tb"))
         r.start(10, 1)
-        r.report(RECORD)
+        r.report({**RECORD, "mfu": {"language": 0.25}, "peak_memory_mb": [100.0, 200.0]})
         r.close()
-        assert any(name.startswith("events.") for name in os.listdir(tmp_path / "tb"))
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(tmp_path / "tb"))
+        events.Reload()
+        scalars = events.Tags()["scalars"]
+        assert {"loss", "mfu/language", "module_time_s/images", "peak_memory_mb/rank1"} <= set(scalars)
+        assert [(e.step, e.value) for e in events.Scalars("mfu/language")] == [(2, 0.25)]
         return
     assert main(["train", "topologies/vlm-2rank.yaml", "--tensorboard", str(tmp_path / "tb")]) == 2
     assert capsys.readouterr().err == \
         "error: --tensorboard: the tensorboard package is not installed (pip install tensorboard)\n"
+
+
+def test_wandb_offline_writes_the_run_to_disk_without_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    r = Reporter(None, progress=False, wandb_project="mimo-test", wandb_dir=str(tmp_path))
+    r.start(10, 1)
+    r.report(RECORD)
+    r.close()
+    runs_dir = tmp_path / "wandb"
+    offline = [d for d in os.listdir(runs_dir) if d.startswith("offline-run-")]
+    assert len(offline) == 1
+    files = os.listdir(runs_dir / offline[0])
+    data = [f for f in files if f.endswith(".wandb")]
+    assert data and (runs_dir / offline[0] / data[0]).stat().st_size > 0
+    assert b"module_time_s/language" in (runs_dir / offline[0] / data[0]).read_bytes()
 
 
 def test_demo_trains_the_default_topology_with_its_own_training_settings():

@@ -1,0 +1,67 @@
+"""Model FLOPs from the architecture (train/flops.py) against hand counts, and the pure metric helpers."""
+
+import pytest
+import torch
+
+from mimo_runtime.train.flops import (LayerDims, encoder_step_flops, language_step_flops, layer_forward_flops, mfu,
+                                      preset_step_flops)
+from mimo_runtime.train.metrics import bubble_share, content_tokens, throughput
+
+LANG = LayerDims(hidden=64, heads=4, ffn_hidden=256)  # tiny-vlm's language model
+ENC = LayerDims(hidden=32, heads=4, ffn_hidden=128)  # tiny-vlm's image encoder
+
+
+def test_a_layer_counts_qkv_attention_output_and_mlp_per_token():
+    # per token: qkv 2*64*(64+2*64) = 24576, scores+values 2*2*32*64 = 8192, out 2*64*64 = 8192,
+    # mlp 2*64*256*2 = 65536: 106496
+    assert layer_forward_flops(LANG, tokens=1, seq=32) == 106_496
+    assert layer_forward_flops(LANG, tokens=256, seq=32) == 256 * 106_496
+
+
+def test_grouped_query_attention_narrows_k_and_v_and_a_gated_mlp_has_three_matrices():
+    # 2 query groups of 4 heads: K and V are 32 wide, qkv 2*64*(64+64) = 16384 instead of 24576
+    assert layer_forward_flops(LayerDims(64, 4, 256, query_groups=2), 1, 32) == 106_496 - 8192
+    # gated: fc1 is twice as wide, mlp 2*64*256*3 = 98304 instead of 65536
+    assert layer_forward_flops(LayerDims(64, 4, 256, gated=True), 1, 32) == 106_496 + 32_768
+
+
+def test_a_language_step_is_three_forwards_of_the_layers_and_the_output_layer():
+    # 8 samples x 32 positions = 256 tokens; 4 layers 4*256*106496 = 109051904; logits 2*256*64*64 = 2097152
+    assert language_step_flops(LANG, layers=4, vocab=64, samples=8, seq=32) == 3 * (109_051_904 + 2_097_152)
+
+
+def test_an_encoder_step_counts_its_projector_and_a_frozen_encoder_only_its_forward():
+    # 10 images x 4 tokens = 40 tokens; per token 6144 + 512 + 2048 + 16384 = 25088; 2 layers: 2007040
+    # projector 32->64->64: 2*40*(32*64 + 64*64) = 491520, always trained
+    assert layer_forward_flops(ENC, 1, 4) == 25_088
+    assert encoder_step_flops(ENC, 2, 64, items=10, tokens_per_item=4, frozen=False) == 3 * 2_007_040 + 3 * 491_520
+    assert encoder_step_flops(ENC, 2, 64, items=10, tokens_per_item=4, frozen=True) == 2_007_040 + 3 * 491_520
+
+
+def test_preset_flops_per_module_and_none_for_a_user_model():
+    got = preset_step_flops("tiny-vlm", 8, {"images": 10}, {"images": False})
+    assert got == {"language": 3 * (109_051_904 + 2_097_152), "images": 3 * 2_007_040 + 3 * 491_520}
+    assert set(preset_step_flops("tiny-avlm", 8, {}, {})) == {"language", "images", "audio"}
+    assert preset_step_flops("my.pkg:factory", 8, {}, {}) is None
+
+
+def test_mfu_and_throughput_per_module():
+    assert mfu(2e12, seconds=0.5, ranks=2, peak_tflops=4.0) == pytest.approx(0.5)
+    got = throughput({"images": 1e12, "language": 3e12}, 2.0, {"images": 1, "language": 2}, peak_tflops=1.0)
+    assert got["tflops_per_s"] == {"images": 0.5, "language": 1.5, "all": 2.0}
+    assert got["mfu"] == {"images": 0.5, "language": 0.75, "all": pytest.approx(2.0 / 3)}
+    assert "mfu" not in throughput({"language": 1e12}, 1.0, {"language": 1}, peak_tflops=None)
+
+
+def test_bubble_share_is_the_idle_share_of_all_rank_seconds():
+    assert bubble_share([1.0, 1.0], 1.0) == 0.0
+    assert bubble_share([0.5, 0.25, 0.75, 0.5], 1.0) == pytest.approx(0.5)
+
+
+def test_non_padding_tokens_are_every_token_before_the_padding_of_generated_samples():
+    from mimo_runtime.data import PAD, make_dataset
+
+    data = make_dataset("tiny-avlm", "train", seed=3, size=200)
+    samples = [data.tokens(i) for i in range(len(data))]
+    assert content_tokens(samples) == sum(int((s["input_ids"] != PAD).sum()) for s in samples)
+    assert content_tokens([{"loss_mask": torch.zeros(8)}]) == 0
