@@ -21,3 +21,29 @@ def captions_over_tp(rank: int, world_size: int):
     part = logits.chunk(world_size, dim=-1)[rank]
     got = count_captions(part, tokens, dist.group.WORLD)
     return got, caption_accuracy(logits, tokens)
+
+
+def message_order_on_the_trace_clock(rank: int, world_size: int, trials: int = 20):
+    """`trials` times: map the clocks (TraceRecorder), then rank 0 sends and rank 1 receives one tensor.
+    Rank 0 gets, per trial, (receive end - send start on the common clock, rank 1's clock error bound)."""
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    from mimo_runtime.train.trace import TraceRecorder
+
+    out = []
+    for _ in range(trials):
+        rec = TraceRecorder(rank)
+        buf = torch.zeros(1)
+        if rank == 0:
+            start = time.perf_counter() - rec.origin
+            dist.send(buf, dst=1)
+        else:
+            dist.recv(buf, src=0)
+            start = time.perf_counter() - rec.origin  # the receive's end
+        both = [None] * world_size
+        dist.all_gather_object(both, (start, rec.clock_error))
+        out.append((both[1][0] - both[0][0], both[1][1]))
+    return out

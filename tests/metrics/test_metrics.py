@@ -92,6 +92,15 @@ def test_trace_has_every_ranks_actions_on_one_clock():
     assert recv_end + error_us[0] + error_us[2] + 0.2 >= send, (recv_end, send, error_us)  # 0.2: ts rounding
 
 
+def test_a_receive_never_ends_before_its_send_began_on_the_trace_clock_in_20_trials():
+    from tests.metrics.rank_fns import message_order_on_the_trace_clock
+
+    trials = spawn(message_order_on_the_trace_clock, 2, timeout_s=120, collective_timeout_s=30)[0]
+    assert len(trials) == 20
+    for gap, error in trials:
+        assert gap + error >= 0, trials
+
+
 def test_clock_mapping_bound_holds_for_any_offset_and_delays():
     import random
 
