@@ -184,6 +184,11 @@ def test_tensorboard_logs_when_installed_and_is_one_error_line_otherwise(tmp_pat
         "error: --tensorboard: the tensorboard package is not installed (pip install tensorboard)\n"
 
 
+def test_a_peak_that_is_not_positive_is_one_error_line(capsys):
+    assert main(["train", "topologies/vlm-2rank.yaml", "--peak-tflops", "0"]) == 2
+    assert capsys.readouterr().err == "error: --peak-tflops: must be > 0, got 0.0\n"
+
+
 def test_wandb_offline_writes_the_run_to_disk_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
