@@ -6,6 +6,7 @@ import torch
 from mimo_runtime.train.flops import (LayerDims, encoder_step_flops, language_step_flops, layer_forward_flops, mfu,
                                       preset_step_flops)
 from mimo_runtime.train.metrics import bubble_share, content_tokens, throughput
+from tests.model.conftest import one_rank_world  # noqa: F401 - the model test below runs in a 1-rank world
 
 LANG = LayerDims(hidden=64, heads=4, ffn_hidden=256)  # tiny-vlm's language model
 ENC = LayerDims(hidden=32, heads=4, ffn_hidden=128)  # tiny-vlm's image encoder
@@ -65,3 +66,31 @@ def test_non_padding_tokens_are_every_token_before_the_padding_of_generated_samp
     samples = [data.tokens(i) for i in range(len(data))]
     assert content_tokens(samples) == sum(int((s["input_ids"] != PAD).sum()) for s in samples)
     assert content_tokens([{"loss_mask": torch.zeros(8)}]) == 0
+
+
+def test_the_formula_matches_the_matmuls_torch_counts_in_the_built_model_plus_attention():
+    """torch's FlopCounterMode counts every matmul of a real forward but not the CPU attention kernel:
+    the formula must equal what it counts, plus the attention term, minus the patch stem (not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mimo_runtime.data import collate_modality, collate_tokens, make_dataset
+    from mimo_runtime.groups import build_module_groups
+    from mimo_runtime.model import build_model
+    from mimo_runtime.plan import colocated_plan
+    from mimo_runtime.topology import topology_from_dict
+
+    topo = topology_from_dict({"model": "tiny-vlm", "modules": {"images": {"kind": "encoder"},
+                                                                "language": {"kind": "language"}}})
+    plan = colocated_plan(topo, 1)
+    model = build_model(plan, build_module_groups(plan, 30), 0, seed=0)
+    data = make_dataset("tiny-vlm", "train", 0)
+    ids = range(8)
+    tokens = collate_tokens([data.tokens(i) for i in ids])
+    inputs = {"images": collate_modality([data.modality(i, "images") for i in ids])}
+    items = sum(data.num_items(i, "images") for i in ids)
+    with FlopCounterMode(display=False) as counter:
+        model(tokens["input_ids"], tokens["position_ids"], None, tokens["loss_mask"], None, inputs)
+    patch_stem = 2 * items * 4 * 16 * 32  # 4 patches of 4x4 pixels per image -> 32 wide
+    attention = 4 * 256 * 2 * 2 * 32 * 64 + 2 * items * 4 * 2 * 2 * 4 * 32  # language layers + encoder layers
+    forward = sum(preset_step_flops("tiny-vlm", 8, {"images": items}, {"images": False}).values()) // 3
+    assert counter.get_total_flops() - patch_stem + attention == forward
