@@ -1,5 +1,6 @@
 """Per-step metrics, held-out evaluation, progress output, the Chrome trace and its timeline picture."""
 
+import functools
 import io
 import json
 import os
@@ -13,6 +14,14 @@ from tests.checkpoint import runs
 
 RECORD = {"step": 2, "loss": 1.5, "grad_norm": 0.5, "step_time_s": 0.25, "lr": 1e-3, "tokens_per_s": 1024.0,
           "module_time_s": {"images": 0.01, "language": 0.1}}
+
+
+@functools.lru_cache(maxsize=None)
+def two_rank_checks():
+    """One 2-rank launch for the captions, clock-order and skipped-step scenarios (tests/metrics/rank_fns.py)."""
+    from tests.metrics.rank_fns import two_rank_checks as checks
+
+    return spawn(checks, 2, timeout_s=300, collective_timeout_s=30)
 
 
 def records():
@@ -64,9 +73,7 @@ def test_evaluation_every_k_steps_and_after_the_last():
 
 
 def test_caption_accuracy_gathers_the_vocab_slices_of_tensor_parallel_ranks():
-    from tests.metrics.rank_fns import captions_over_tp
-
-    for (correct, total), full in spawn(captions_over_tp, 2, timeout_s=60, collective_timeout_s=20):
+    for (correct, total), full in [r["captions"] for r in two_rank_checks()]:
         assert total == 5 and correct == 3 and full == pytest.approx(3 / 5)
 
 
@@ -93,9 +100,7 @@ def test_trace_has_every_ranks_actions_on_one_clock():
 
 
 def test_a_receive_never_ends_before_its_send_began_on_the_trace_clock_in_20_trials():
-    from tests.metrics.rank_fns import message_order_on_the_trace_clock
-
-    trials = spawn(message_order_on_the_trace_clock, 2, timeout_s=120, collective_timeout_s=30)[0]
+    trials = two_rank_checks()[0]["order"]
     assert len(trials) == 20
     for gap, error in trials:
         assert gap + error >= 0, trials
