@@ -201,6 +201,9 @@ def test_wandb_offline_writes_the_run_to_disk_without_network(tmp_path, monkeypa
     r.start(10, 1)
     r.report(RECORD)
     r.close()
+    import wandb
+
+    wandb.teardown()  # wandb's own service process writes the file: read it once that has stopped
     runs_dir = tmp_path / "wandb"
     offline = [d for d in os.listdir(runs_dir) if d.startswith("offline-run-")]
     assert len(offline) == 1
