@@ -110,6 +110,7 @@ class Train:
     seed: int = spec(1234, "seed for initialization and data", min_value=0)
     timeout_s: float = spec(120.0, "seconds any rank waits on a collective or a peer", positive=True)
     packing: bool = spec(False, "pack each microbatch's samples into one THD sequence, without their padding")
+    skip_nonfinite: bool = spec(False, "skip a step whose loss or gradient norm is not finite (counted) instead of stopping")
 
 
 @dataclass(frozen=True)

@@ -26,3 +26,5 @@ class RunConfig:
     eval_batches: int = 0  # global batches of the held-out split per evaluation; 0: the whole split
     trace_path: Optional[str] = None  # Chrome-trace JSON of every rank's actions
     tensorboard_dir: Optional[str] = None  # needs the optional `tensorboard` package
+    wandb_project: Optional[str] = None  # log metrics to Weights & Biases (the optional `wandb` package)
+    peak_tflops: Optional[float] = None  # per-device peak for MFU (default: the GPU's, from a table; none on CPU)

@@ -38,6 +38,7 @@ def train_rank(rank: int, world_size: int, topology: Topology, cfg: RunConfig) -
     recorder = trace.TraceRecorder(rank) if cfg.trace_path else None
     held_out = evaluate.held_out_feeder(rt) if cfg.eval_every else None
     tokens = metrics.tokens_per_step(rt.plan.global_batch, rt.model_facts()[1] or rt.dataset.seq_length)
+    peak_tflops = cfg.peak_tflops or metrics.device_peak_tflops()
     if reporter:
         reporter.start(cfg.steps, result.start_step)
     for step in range(result.start_step, cfg.steps):
@@ -49,7 +50,11 @@ def train_rank(rank: int, world_size: int, topology: Topology, cfg: RunConfig) -
         if recorder:
             recorder.add(records, step, "train")
         record["tokens_per_s"] = tokens / record["step_time_s"]
-        record["module_time_s"] = metrics.module_times(records, list(rt.plan.modules))
+        times = metrics.step_times(records, list(rt.plan.modules), rank, world_size)
+        record.update(module_time_s=times.module_time_s, peak_memory_mb=times.peak_memory_mb,
+                      bubble=metrics.bubble_share(times.compute_s, record["step_time_s"]))
+        if reporter:
+            record.update(metrics.data_metrics(rt, step, record["step_time_s"], peak_tflops))
         record["activation_peak_mb"] = memory.peak_mb(rt.executor.memory)
         if held_out is not None and _due(step, cfg.eval_every, cfg.steps):
             record.update(evaluate.evaluate(rt, held_out, evaluate.num_batches(held_out, cfg.eval_batches)))
@@ -102,7 +107,8 @@ def _resume(rt: Runtime, cfg: RunConfig, reporter) -> int:
 def _reporter(cfg: RunConfig, rank: int):
     from mimo_runtime.train.metrics import Reporter
 
-    return Reporter(cfg.metrics_path, cfg.progress, cfg.tensorboard_dir) if rank == 0 else None
+    return Reporter(cfg.metrics_path, cfg.progress, cfg.tensorboard_dir, wandb_project=cfg.wandb_project) \
+        if rank == 0 else None
 
 
 def _describe(rt: Runtime):

@@ -1,13 +1,17 @@
-"""Per-step metrics and how rank 0 reports them: JSONL, TensorBoard (when asked), progress.
+"""Per-step metrics and how rank 0 reports them: JSONL, TensorBoard, Weights & Biases, progress.
 
-Every rank computes the same record (loss and grad norm are already global after the optimizer
-step); the per-module times need one small all-reduce, because each module's compute happens on
-its own ranks. Rank 0 writes the file and shows progress, whatever modules it holds.
+Every rank computes the same record (loss and grad norms are already global after the optimizer
+step); the per-module times, each rank's busy time and peak memory need one small all-reduce,
+because each module's compute happens on its own ranks. Rank 0 adds what only needs the data and
+the architecture (non-padding tokens, model FLOPs, MFU), writes the file and shows progress,
+whatever modules it holds.
 """
 
 import json
+import resource
 import sys
-from typing import Dict, List, Optional
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -17,13 +21,92 @@ from mimo_runtime.train.trace import Record, module_compute_seconds
 ALL_MODULES = "*"  # colocated ranks run every module in one forward
 
 
-def module_times(records: List[Record], modules: List[str]) -> Dict[str, float]:
-    """{module: the busiest rank's forward + backward seconds in `records`} (collective, MAX)."""
+@dataclass(frozen=True)
+class StepTimes:
+    module_time_s: Dict[str, float]  # the busiest rank's forward + backward seconds, per module
+    compute_s: List[float]  # per rank: its forward + backward seconds
+    peak_memory_mb: List[float]  # per rank: the process's peak resident memory (CUDA: peak allocated)
+
+
+def step_times(records: List[Record], modules: List[str], rank: int, world: int) -> StepTimes:
+    """One all-reduce (MAX) of every module's time and of each rank's own slots (collective)."""
     names = list(modules) + [ALL_MODULES]
     local = module_compute_seconds(records)
-    buf = torch.tensor([local.get(n, 0.0) for n in names], dtype=torch.float64)
+    buf = torch.zeros(len(names) + 2 * world, dtype=torch.float64)
+    buf[:len(names)] = torch.tensor([local.get(n, 0.0) for n in names], dtype=torch.float64)
+    buf[len(names) + rank] = sum(local.values())
+    buf[len(names) + world + rank] = peak_memory_mb()
     dist.all_reduce(buf, op=dist.ReduceOp.MAX)
-    return {n: round(float(v), 6) for n, v in zip(names, buf) if v > 0}
+    times = {n: round(float(v), 6) for n, v in zip(names, buf) if v > 0}
+    values = buf.tolist()
+    return StepTimes(times, [round(v, 6) for v in values[len(names):len(names) + world]],
+                     [round(v, 1) for v in values[len(names) + world:]])
+
+
+def peak_memory_mb() -> float:
+    """This process's peak memory so far: CUDA's peak allocation when CUDA is in use, else peak RSS."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def bubble_share(compute_s: List[float], step_time_s: float) -> float:
+    """The share of the step's rank-seconds in which ranks computed nothing (waiting, sending, reducing)."""
+    return max(0.0, 1.0 - sum(compute_s) / (len(compute_s) * step_time_s))
+
+
+def content_tokens(token_samples) -> int:
+    """Non-padding tokens of samples: each sample's positions up to its last loss-carrying one, plus the
+    token that position predicts (what a padded batch holds beyond this is padding)."""
+    total = 0
+    for t in token_samples:
+        where = t["loss_mask"].nonzero()
+        total += min(int(where[-1]) + 2, t["loss_mask"].numel()) if where.numel() else 0
+    return total
+
+
+def throughput(flops: Mapping[str, int], step_time_s: float, ranks: Mapping[str, int],
+               peak_tflops: Optional[float]) -> Dict[str, Dict[str, float]]:
+    """{"tflops_per_s": {module: .., "all": ..}} and, with a peak per device, {"mfu": {...}} likewise."""
+    from mimo_runtime.train.flops import mfu
+
+    out = {"tflops_per_s": {n: f / step_time_s / 1e12 for n, f in flops.items()}}
+    total = sum(flops.values())
+    out["tflops_per_s"]["all"] = total / step_time_s / 1e12
+    if peak_tflops:
+        out["mfu"] = {n: mfu(f, step_time_s, ranks[n], peak_tflops) for n, f in flops.items()}
+        out["mfu"]["all"] = mfu(total, step_time_s, sum(ranks.values()), peak_tflops)
+    return out
+
+
+def data_metrics(rt, step: int, step_time_s: float, peak_tflops: Optional[float]) -> Dict:
+    """Rank 0's fields from the step's samples and the architecture: non-padding tokens/s, and for a
+    preset model its FLOPs per module as TFLOPs/s and MFU. Empty without a dataset (the Python API's
+    own batches)."""
+    from mimo_runtime.train.feed import _load
+    from mimo_runtime.train.flops import preset_step_flops
+
+    if rt.feeder is None:
+        return {}
+    ids = rt.feeder.sampler.step_samples(step)
+    out = {"nonpad_tokens_per_s": content_tokens(_load(rt.dataset, "tokens", ids)) / step_time_s}
+    plan = rt.plan
+    items = {n: sum(rt.dataset.num_items(i, n) for i in ids) for n in plan.encoders}
+    flops = preset_step_flops(rt.topology.model, len(ids), items, {n: plan.modules[n].frozen for n in plan.encoders})
+    if flops is not None:
+        out.update(throughput(flops, step_time_s, {n: plan.modules[n].size for n in flops}, peak_tflops))
+    return out
+
+
+def device_peak_tflops() -> Optional[float]:
+    """Dense bf16 peak of this rank's GPU when it is one this table knows; None on CPU (pass --peak-tflops)."""
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((peak for key, peak in _PEAK_BF16_TFLOPS.items() if key in name), None)
+
+
+_PEAK_BF16_TFLOPS = {"B200": 2250.0, "H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}
 
 
 def tokens_per_step(global_batch: int, seq_length: int) -> int:
@@ -32,12 +115,14 @@ def tokens_per_step(global_batch: int, seq_length: int) -> int:
 
 
 class Reporter:
-    """Rank 0's sink for step records: appends JSONL, logs TensorBoard scalars, draws progress."""
+    """Rank 0's sink for step records: appends JSONL, logs TensorBoard and W&B scalars, draws progress."""
 
-    def __init__(self, metrics_path: Optional[str], progress: bool, tensorboard_dir: Optional[str] = None, out=None):
+    def __init__(self, metrics_path: Optional[str], progress: bool, tensorboard_dir: Optional[str] = None, out=None,
+                 wandb_project: Optional[str] = None, wandb_dir: Optional[str] = None):
         self.metrics_path, self.progress = metrics_path, progress
         self.out = out or sys.stderr
         self.tb = _summary_writer(tensorboard_dir) if tensorboard_dir else None
+        self.wandb = _wandb_run(wandb_project, wandb_dir) if wandb_project else None
         self.steps, self.bar, self.lines = 0, None, False
 
     def start(self, steps: int, start: int) -> None:
@@ -53,6 +138,8 @@ class Reporter:
         if self.tb is not None:
             for key, value in _flat(record).items():
                 self.tb.add_scalar(key, value, record["step"])
+        if self.wandb is not None:
+            self.wandb.log(_flat(record), step=record["step"])
         if self.bar is not None:
             self.bar.update(record)
         elif self.lines:
@@ -73,6 +160,8 @@ class Reporter:
             self.bar.close()
         if self.tb is not None:
             self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 def format_line(record: Dict, steps: int) -> str:
@@ -86,10 +175,13 @@ def format_line(record: Dict, steps: int) -> str:
 
 
 def _flat(record: Dict, prefix: str = "") -> Dict[str, float]:
+    """Scalars by path ("mfu/language"); per-rank lists as "peak_memory_mb/rank0", ..."""
     out = {}
     for k, v in record.items():
         if isinstance(v, dict):
             out.update(_flat(v, f"{prefix}{k}/"))
+        elif isinstance(v, list):
+            out.update(_flat({f"rank{i}": x for i, x in enumerate(v)}, f"{prefix}{k}/"))
         elif isinstance(v, (int, float)) and k != "step":
             out[prefix + k] = float(v)
     return out
@@ -103,6 +195,19 @@ def tensorboard_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("tensorboard") is not None
+
+
+def wandb_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("wandb") is not None
+
+
+def _wandb_run(project: str, directory: Optional[str]):
+    """A W&B run; WANDB_MODE=offline keeps it on disk (`wandb sync` uploads it later)."""
+    import wandb  # optional: pip install 'mimo-runtime[wandb]'
+
+    return wandb.init(project=project, dir=directory, reinit="create_new")
 
 
 def _summary_writer(log_dir: str):

@@ -67,21 +67,18 @@ def set_learning_rates(optimizers: Dict[str, torch.optim.Optimizer], plan: Plan,
             group["lr"] = lr
 
 
-def _norm_params(model, plan: Plan, rank: int) -> List[torch.nn.Parameter]:
-    duplicate = None
+def _norm_params(model, plan: Plan, rank: int, name: str) -> List[torch.nn.Parameter]:
+    """`name`'s parameters on this rank that count toward the global norm (each shard counted once)."""
     lang = plan.modules.get(LANG)
-    if (lang is not None and lang.holds(rank) and lang.pp > 1 and lang.coords(rank).pp == lang.pp - 1
+    duplicate = None
+    if (name == LANG and lang.pp > 1 and lang.coords(rank).pp == lang.pp - 1
             and model.language_model.share_embeddings_and_output_weights):
         # the last stage's copy of a tied embedding counts once, on the first stage
         duplicate = model.language_model.shared_embedding_or_output_weight()
-    out = []
-    for name in plan.modules_on(rank):
-        c = plan.modules[name].coords(rank)
-        dp_cp_rank = c.dp * plan.modules[name].cp + c.cp
-        for p in module_parameters(model, name):
-            if p.requires_grad and counts_toward_norm(p, c.tp, dp_cp_rank, p is duplicate):
-                out.append(p)
-    return out
+    c = plan.modules[name].coords(rank)
+    dp_cp_rank = c.dp * plan.modules[name].cp + c.cp
+    return [p for p in module_parameters(model, name)
+            if p.requires_grad and counts_toward_norm(p, c.tp, dp_cp_rank, p is duplicate)]
 
 
 def loss_share(plan: Plan, rank: int, loss_sum: float) -> float:
@@ -93,11 +90,16 @@ def loss_share(plan: Plan, rank: int, loss_sum: float) -> float:
     return loss_sum if c.pp == lang.pp - 1 and c.tp == 0 else 0.0
 
 
-def global_norm_and_loss(model, plan: Plan, rank: int, loss_sum: float) -> Tuple[float, float]:
-    buf = torch.stack([sum_of_squares(_norm_params(model, plan, rank)),
-                       torch.tensor(loss_share(plan, rank, loss_sum), dtype=torch.float64)])
+def global_norm_and_loss(model, plan: Plan, rank: int, loss_sum: float) -> Tuple[float, Dict[str, float], float]:
+    """(global gradient norm, {module: its gradient norm}, global loss): one all-reduce on every rank."""
+    names = list(plan.modules)
+    held = set(plan.modules_on(rank))
+    buf = torch.stack([sum_of_squares(_norm_params(model, plan, rank, n)) if n in held
+                       else torch.zeros((), dtype=torch.float64) for n in names]
+                      + [torch.tensor(loss_share(plan, rank, loss_sum), dtype=torch.float64)])
     dist.all_reduce(buf)
-    return math.sqrt(float(buf[0])), float(buf[1])
+    squares = [float(v) for v in buf[:-1]]
+    return math.sqrt(sum(squares)), {n: math.sqrt(v) for n, v in zip(names, squares)}, float(buf[-1])
 
 
 def step_optimizers(model, optimizers: Dict[str, torch.optim.Optimizer], grad_norm: float, max_norm: float) -> None:

@@ -17,6 +17,7 @@ from mimo_runtime.train.config import RunConfig
 from mimo_runtime.train.executor import Executor, StepState
 from mimo_runtime.train.feed import Feeder
 from mimo_runtime.train.mimo_compute import MimoCompute
+from mimo_runtime.train.nonfinite import first_nonfinite, inject_nan, nan_from_env, nonfinite_error
 from mimo_runtime.train.controls import prepare_modules
 from mimo_runtime.train.lr_schedule import learning_rates
 from mimo_runtime.train.optim import (build_optimizers, global_loss, global_norm_and_loss, set_learning_rates,
@@ -62,6 +63,8 @@ class Runtime:
         self.executor = Executor(self.plan, self.rank, compute, cfg.timeout_s, trainable, self._optimizer_step)
         self.before_optimizer_step = None  # tests: called with the step before gradients are clipped
         self._last: Dict[str, float] = {}
+        self.skipped_steps = 0  # non-finite steps dropped under train.skip_nonfinite (train/nonfinite.py)
+        self._nan = nan_from_env(self.rank)
 
     def model_facts(self):
         """(tokens_per_item by modality, sequence length or None) from the model's config."""
@@ -84,12 +87,23 @@ class Runtime:
             open_dataset(self.topology, "train", self.cfg.seed, self.rank)  # raises: what the topology lacks
 
     def _optimizer_step(self, st: StepState) -> None:
-        norm, loss = global_norm_and_loss(self.model, self.plan, self.rank, st.loss_sum)
+        loss_sum = st.loss_sum
+        if self._nan is not None and self._nan[0] == st.step:
+            loss_sum = inject_nan(self.model, self._nan[1], loss_sum)
+        norm, norms, loss = global_norm_and_loss(self.model, self.plan, self.rank, loss_sum)
         if self.before_optimizer_step is not None:
             self.before_optimizer_step(st.step)
-        set_learning_rates(self.optimizers, self.plan, st.step)
-        step_optimizers(self.model, self.optimizers, norm, self.topology.train.grad_clip)
-        self._last = {"loss": loss, "grad_norm": norm}
+        self._last = {"loss": loss, "grad_norm": norm, "grad_norm_by_module": norms}
+        bad = first_nonfinite(loss, norms)
+        if bad is not None:
+            if not self.topology.train.skip_nonfinite:
+                raise nonfinite_error(st.step + 1, bad[0], bad[1], loss if bad[0] == "loss" else norms[bad[1]])
+            self.skipped_steps += 1
+            self.model.zero_grad(set_to_none=False)
+        else:
+            set_learning_rates(self.optimizers, self.plan, st.step)
+            step_optimizers(self.model, self.optimizers, norm, self.topology.train.grad_clip)
+        self._last["skipped_steps"] = self.skipped_steps
 
     def train_step(self, step: int) -> Dict[str, float]:
         """One optimizer step over global batch `step`; the same metrics on every rank."""

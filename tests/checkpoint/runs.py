@@ -6,7 +6,7 @@
     uninterrupted  S, 6 steps, saving every 2 and keeping 2                    -> dir `full`
     first_half     S, 3 steps, saving at the end                               -> dir `half`
     resumed        S, --resume from `half` to step 6
-    from_a         A, 3 steps (metrics, held-out eval, trace)                   -> dir `a`
+    from_a         A, 3 steps (metrics with MFU at a 1 TFLOPs/s peak, held-out eval, trace) -> dir `a`
     crashed        P, 4 steps saving every 3; rank 2 killed while saving step 4 -> dir `crash`
     gated          G = tiny-llama (SwiGLU, RMSNorm, GQA) language tp2 (2 ranks) from a pretrained torch
                    file of full tensors, 4 steps saving every 2                 -> dir `gated`
@@ -81,7 +81,7 @@ def resumed():
 @functools.lru_cache(maxsize=None)
 def from_a():
     return launch(A, config(A, 3, checkpoint_dir=path("a"), eval_every=2, eval_batches=2,
-                            metrics_path=path("a.jsonl"), trace_path=path("trace.json")))
+                            metrics_path=path("a.jsonl"), trace_path=path("trace.json"), peak_tflops=1.0))
 
 
 @functools.lru_cache(maxsize=None)

@@ -34,6 +34,10 @@ def add_arguments(p) -> None:
                     help="held-out global batches per evaluation (default: the whole held-out split)")
     ck.add_argument("--trace", metavar="FILE.json", help="write every rank's actions as one Chrome trace (Perfetto)")
     ck.add_argument("--tensorboard", metavar="DIR", help="also log metrics to TensorBoard (needs `tensorboard`)")
+    ck.add_argument("--wandb", metavar="PROJECT",
+                    help="also log metrics to Weights & Biases (needs `wandb`; WANDB_MODE=offline writes to disk only)")
+    ck.add_argument("--peak-tflops", type=float, metavar="T",
+                    help="peak TFLOPs/s of one device, for MFU in the metrics (default: known GPUs' bf16 peak)")
     ray = p.add_argument_group("Ray (docs/launching.md)")
     ray.add_argument("--ray", action="store_true", help="run each rank as a Ray actor, one placement group per module")
     ray.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray on 127.0.0.1)")
@@ -77,9 +81,17 @@ def _product_options(args) -> dict:
 
         if not tensorboard_available():
             raise ArgumentError("--tensorboard", "the tensorboard package is not installed (pip install tensorboard)")
+    if args.wandb:
+        from mimo_runtime.train.metrics import wandb_available
+
+        if not wandb_available():
+            raise ArgumentError("--wandb", "the wandb package is not installed (pip install 'mimo-runtime[wandb]')")
+    if args.peak_tflops is not None and args.peak_tflops <= 0:
+        raise ArgumentError("--peak-tflops", f"must be > 0, got {args.peak_tflops}")
     return dict(checkpoint_dir=args.checkpoint_dir, save_every=args.save_every or 0, keep_last=args.keep_last,
                 resume=args.resume, eval_every=args.eval_every or 0, eval_batches=args.eval_batches or 0,
-                trace_path=args.trace, tensorboard_dir=args.tensorboard)
+                trace_path=args.trace, tensorboard_dir=args.tensorboard, wandb_project=args.wandb,
+                peak_tflops=args.peak_tflops)
 
 
 def run_overrides(args) -> list:
