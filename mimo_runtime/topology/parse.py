@@ -177,4 +177,9 @@ def parse_topology(raw: Dict[str, Any], src: str) -> Topology:
         raise TopologyError(src, "modules", "required key is missing")
     modules = parse_modules(raw["modules"], src)
     rest = {k: v for k, v in raw.items() if k != "modules"}
-    return build(Topology, rest, src, "", modules=modules, source=src)
+    given = {"modules": modules, "source": src}
+    if isinstance(rest.get("data"), dict) and "format" in rest["data"]:
+        from mimo_runtime.topology.data import parse_data
+
+        given["data"] = parse_data(rest.pop("data"), src)  # a dataset on disk, not a factory
+    return build(Topology, rest, src, "", **given)

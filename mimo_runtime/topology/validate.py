@@ -6,6 +6,7 @@ from typing import Dict, List, Tuple
 
 from mimo_runtime.errors import TopologyError
 from mimo_runtime.factories import check_form
+from mimo_runtime.topology.data import check_data
 from mimo_runtime.topology.presets import PRESETS
 from mimo_runtime.topology.schema import ModelFactory, Module, Parallel, Topology
 from mimo_runtime.topology.training import resolve_training
@@ -17,7 +18,7 @@ def finalize(topo: Topology) -> Topology:
     modules = {n: _fill_sizes(m, src) for n, m in topo.modules.items()}
     modules = _place(modules, topo.placement, src)
     edges = _edges(topo, modules)
-    topo = dataclasses.replace(topo, modules=modules, edges=edges)
+    topo = check_data(dataclasses.replace(topo, modules=modules, edges=edges))
     _check_model(topo)
     _check_batches(topo)
     return resolve_training(topo)

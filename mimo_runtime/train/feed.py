@@ -10,6 +10,7 @@ from typing import Dict, List, Mapping
 import torch
 
 from mimo_runtime.plan import ModulePlan, Plan
+from mimo_runtime.plan.sequence import pad_multiple
 from mimo_runtime.train.sampler import Sampler
 from mimo_runtime.train.sequence_cut import cut_tokens, replica_layout
 
@@ -51,7 +52,8 @@ class Feeder:
 
     def _replica_batch(self, step: int, mb: int, module: ModulePlan, dp: int) -> Dict[str, torch.Tensor]:
         ids = self.sampler.replica(step, mb, module, dp)
-        return self.collate_tokens(_load(self.dataset, "tokens", ids))
+        samples = _load(self.dataset, "tokens", ids)
+        return self.collate_tokens(pad_to_longest(samples, pad_multiple(module.cp) * module.sequence_shards))
 
     def row_slots(self, step: int, mb: int, name: str, rank: int, special_id: int) -> List[List[int]]:
         """Encoder side of a bridge into a language model cut over several slots (context or sequence
@@ -79,9 +81,18 @@ class Feeder:
     def loss_tokens(self, step: int) -> int:
         """Masked tokens in the whole global batch: the loss denominator (same on every topology)."""
         if step not in self._step_tokens:
-            samples = _load(self.dataset, "tokens", self.sampler.step_samples(step))
-            self._step_tokens = {step: int(sum(int(t["loss_mask"].sum()) for t in samples))}
+            ids = self.sampler.step_samples(step)
+            if hasattr(self.dataset, "loss_tokens"):  # counted when the data was indexed (data/llava.py)
+                count = self.dataset.loss_tokens(ids)
+            else:
+                count = sum(int(t["loss_mask"].sum()) for t in _load(self.dataset, "tokens", ids))
+            self._step_tokens = {step: int(count)}
         return self._step_tokens[step]
+
+    def step_metrics(self, step: int) -> Dict[str, float]:
+        """The dataset's per-step counts (truncated samples, skipped records), when it keeps any."""
+        metrics = getattr(self.dataset, "step_metrics", None)
+        return metrics(self.sampler.step_samples(step)) if metrics is not None else {}
 
 
 def _load(dataset, what: str, ids: List[int], *extra) -> List:
@@ -90,3 +101,20 @@ def _load(dataset, what: str, ids: List[int], *extra) -> List:
     if batch is not None:
         return batch(ids, *extra)
     return [getattr(dataset, what)(i, *extra) for i in ids]
+
+
+def pad_to_longest(samples: List[Dict[str, torch.Tensor]], multiple: int) -> List[Dict[str, torch.Tensor]]:
+    """Samples of different lengths padded to the longest, rounded up to `multiple` (what the
+    context/sequence-parallel cut needs); the padding carries no loss and, after every real token
+    under the causal mask, changes nothing the real tokens compute."""
+    lengths = [s["input_ids"].numel() for s in samples]
+    if len(set(lengths)) == 1 and lengths[0] % multiple == 0:
+        return samples
+    target = -(-max(lengths) // multiple) * multiple
+    out = []
+    for s, n in zip(samples, lengths):
+        extra = target - n
+        padded = {k: torch.cat([v, v.new_zeros(extra)]) for k, v in s.items() if k != "position_ids"}
+        padded["position_ids"] = torch.cat([s["position_ids"], torch.arange(n, target)])
+        out.append(padded)
+    return out

@@ -98,7 +98,8 @@ class Runtime:
         t0 = time.perf_counter()
         self.executor.run_step(self.train_list(step), step, train=True)
         lrs = learning_rates(self.topology, step)
-        return {"step": step + 1, **self._last, "step_time_s": time.perf_counter() - t0,
+        data = self.executor.compute.feeder.step_metrics(step)
+        return {"step": step + 1, **self._last, "step_time_s": time.perf_counter() - t0, **data,
                 "lr": lrs["language"], **{f"lr.{n}": lr for n, lr in lrs.items() if n != "language"}}
 
     def train_list(self, step: int):
