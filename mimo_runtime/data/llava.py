@@ -6,6 +6,7 @@ and reads only what it uses: language ranks read their records' conversations an
 keep their own lengths; the feeder pads each microbatch to its longest or packs it.
 """
 
+import multiprocessing
 import os
 from collections import Counter
 from typing import Dict, List, Sequence
@@ -22,6 +23,9 @@ from mimo_runtime.topology.presets import PRESETS
 from mimo_runtime.topology.schema import Topology
 
 IMAGES = "images"
+WORKER_TIMEOUT_S = 600.0  # a worker that loads nothing for this long is stuck, not slow
+_LIVE: Dict[int, "LlavaDataset"] = {}  # worker processes find their dataset here (inherited by fork)
+READS: Counter = Counter()  # what this process read (records tokenized, images decoded): tests and logs
 
 
 def split_files(topology: Topology, split: str):
@@ -53,14 +57,16 @@ def index_topology(topology: Topology, heldout: bool = False) -> Dict[str, Index
 class LlavaDataset:
     """`len`, `tokens(i)`, `modality(i, name)`, `num_items(i, name)` over indexed LLaVA records."""
 
-    def __init__(self, index: Index, facts: Facts):
+    def __init__(self, index: Index, facts: Facts, workers: int = 0):
         self.index, self.facts = index, facts
         self.path = index.path
         self.seq_length = facts.seq_length
         self.modalities = [IMAGES] if facts.rows else []
-        self.reads: Counter = Counter()  # records tokenized, images decoded: what this rank read
+        self.workers = workers
         self._tok = None
         self._processor = None
+        self._pool = None
+        self._pending: Dict[tuple, object] = {}  # (what, ids, extra) -> the workers' async result
 
     def __len__(self) -> int:
         return len(self.index.entries)
@@ -79,7 +85,7 @@ class LlavaDataset:
             ids, assistant = encode(self._tok, msgs, self.facts.image_id, self.facts.rows)
         except ValueError as err:  # the file changed since it was indexed
             raise DataError(self.path, e.line, str(err)) from None
-        self.reads["records"] += 1
+        READS["records"] += 1
         pad = self._tok.pad_token_id if self._tok.pad_token_id is not None else 0
         return sample_tokens(ids, assistant, self.seq_length, pad)
 
@@ -96,10 +102,38 @@ class LlavaDataset:
                 pixels.append(torch.from_numpy(load_pixels(path, self.facts.image_shape, self._processor or None)))
             except Exception as err:  # PIL's several error types: the image changed since it was indexed
                 raise DataError(self.path, e.line, f"unreadable image {path}: {err}") from None
-        self.reads["images"] += len(pixels)
+        READS["images"] += len(pixels)
         key, field = ENCODER_INPUTS[IMAGES]
         stacked = torch.stack(pixels) if pixels else torch.zeros((0, *self.facts.image_shape))
         return {key: {field: stacked}}
+
+    # ---- batches: in `workers` forked processes when data.workers > 0, prefetched one microbatch ahead ----
+    def tokens_batch(self, ids: Sequence[int]) -> List[Dict[str, torch.Tensor]]:
+        return self._map("tokens", ids, ())
+
+    def modality_batch(self, ids: Sequence[int], name: str) -> List[Dict[str, Dict[str, torch.Tensor]]]:
+        return self._map("modality", ids, (name,))
+
+    def prefetch(self, what: str, ids: Sequence[int], *extra) -> None:
+        """Start loading a batch the feeder will ask for next (nothing to do without workers)."""
+        key = (what, tuple(ids), extra)
+        if self.workers and key not in self._pending:
+            self._pending[key] = self._workers().starmap_async(_in_worker, [(id(self), what, i, extra) for i in ids])
+
+    def _map(self, what: str, ids: Sequence[int], extra: tuple) -> List:
+        ahead = self._pending.pop((what, tuple(ids), extra), None)
+        if ahead is not None:
+            return ahead.get(timeout=WORKER_TIMEOUT_S)
+        if not self.workers:
+            return [getattr(self, what)(i, *extra) for i in ids]
+        return self._workers().starmap_async(_in_worker, [(id(self), what, i, extra) for i in ids]).get(
+            timeout=WORKER_TIMEOUT_S)
+
+    def _workers(self):
+        if self._pool is None:
+            _LIVE[id(self)] = self  # before the fork: the workers inherit the dataset, nothing is pickled
+            self._pool = multiprocessing.get_context("fork").Pool(self.workers)
+        return self._pool
 
     def _check_modality(self, name: str) -> None:
         if name not in self.modalities:
@@ -118,4 +152,8 @@ class LlavaDataset:
 def open_llava(args, ctx) -> LlavaDataset:
     """The data factory behind `data: {format: llava}` (topology/data.py)."""
     facts = facts_for(ctx.topology, ctx.split)
-    return LlavaDataset(load_index(split_files(ctx.topology, ctx.split)[0], facts), facts)
+    return LlavaDataset(load_index(split_files(ctx.topology, ctx.split)[0], facts), facts, ctx.topology.data.workers)
+
+
+def _in_worker(key: int, what: str, i: int, extra: tuple):
+    return getattr(_LIVE[key], what)(i, *extra)
