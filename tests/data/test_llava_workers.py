@@ -36,3 +36,10 @@ def test_workers_load_what_the_rank_loads_itself_and_prefetch_the_next_microbatc
         assert torch.equal(x["digits_vit"]["pixels"], y["digits_vit"]["pixels"])
     assert parallel.dataset._pool is not None
     assert parallel.step_metrics(0)["data_wait_s"] > 0 and 0 not in parallel._wait  # reported once
+
+
+def test_the_data_position_continues_only_on_a_dataset_of_the_same_size(tmp_path):
+    f = feeder(write_dataset(str(tmp_path), n=12), 0)
+    assert f.data_position(3) == {"samples_seen": 12, "dataset_len": 12}
+    assert f.position_mismatch(f.data_position(3)) == ""
+    assert "dataset of 20 samples but this run's has 12" in f.position_mismatch({"samples_seen": 8, "dataset_len": 20})
