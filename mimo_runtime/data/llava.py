@@ -140,6 +140,11 @@ class LlavaDataset:
             raise ValueError(f"unknown modality '{name}'; this dataset has {self.modalities}")
 
     # ---- per-sample metadata: the same on every rank, nothing read from the records ----
+    def cost(self, i: int) -> tuple:
+        """(encoder rows, language tokens) of sample i: the balance cost model (data/balance.py)."""
+        e = self.index.entries[i]
+        return (len(e.images) * self.facts.rows, min(e.length, self.seq_length))
+
     def loss_tokens(self, ids: Sequence[int]) -> int:
         return sum(self.index.entries[i].loss_tokens for i in ids)
 

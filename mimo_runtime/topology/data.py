@@ -38,6 +38,8 @@ class DataFiles:
     packing: bool = spec(False, "pack each microbatch into one THD sequence (sets train.packing)")
     on_error: str = spec("raise", "raise: stop at the first bad record; skip: leave bad records out, counted",
                          choices=("raise", "skip"))
+    balance: bool = spec(False, "order each global batch so microbatches and DP replicas get even image and "
+                                "token work (data/balance.py)")
     workers: int = spec(0, "data-loading worker processes per rank; 0 loads in the rank itself", min_value=0)
 
     @property

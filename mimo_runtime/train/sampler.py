@@ -8,7 +8,7 @@ The union over a step is the same whatever the topology, so losses compare exact
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import List
+from typing import Callable, List, Optional
 
 import torch
 
@@ -22,10 +22,11 @@ class Sampler:
     global_mb: int  # samples in one microbatch across the language DP replicas
     seed: int
     shuffle: bool = True
+    order: Optional[Callable[[List[int]], List[int]]] = None  # data.balance: reorders a step (data/balance.py)
 
     @classmethod
-    def for_plan(cls, plan: Plan, dataset_len: int, seed: int, shuffle: bool = True) -> "Sampler":
-        return cls(dataset_len, plan.global_batch, plan.micro_batch * plan.language.dp, seed, shuffle)
+    def for_plan(cls, plan: Plan, dataset_len: int, seed: int, shuffle: bool = True, order=None) -> "Sampler":
+        return cls(dataset_len, plan.global_batch, plan.micro_batch * plan.language.dp, seed, shuffle, order)
 
     @property
     def num_microbatches(self) -> int:
@@ -36,7 +37,7 @@ class Sampler:
         for pos in range(step * self.global_batch, (step + 1) * self.global_batch):
             epoch, i = divmod(pos, self.dataset_len)
             out.append(self._order(epoch)[i])
-        return out
+        return self.order(out) if self.order is not None else out
 
     def microbatch(self, step: int, mb: int) -> List[int]:
         return self.step_samples(step)[mb * self.global_mb:(mb + 1) * self.global_mb]

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from mimo_runtime.data.balance import BalancedOrder
 from mimo_runtime.data.llava import index_topology
 from mimo_runtime.launch.spawn import spawn
 from mimo_runtime.topology import topology_from_dict
@@ -39,14 +40,16 @@ def runs(tmp_path_factory):
     scenarios = {"dp2_tp2": topology(files, SHAPES["encoder_dp2_to_language_tp2"], seq_length=16),
                  "dp2_tp2_packed": topology(files, SHAPES["encoder_dp2_to_language_tp2"], seq_length=16,
                                             packing=True),
-                 "pp2_tp2": topology(files, SHAPES["encoder_pp2_to_language_tp2"], seq_length=16)}
+                 "pp2_tp2": topology(files, SHAPES["encoder_pp2_to_language_tp2"], seq_length=16),
+                 "dp2_tp2_balanced": topology(files, SHAPES["encoder_dp2_to_language_tp2"], seq_length=16,
+                                              balance=True)}
     index_topology(scenarios["dp2_tp2"])  # what the launcher does before starting ranks
     cfg = RunConfig(steps=STEPS, seed=7, nproc=4, timeout_s=30, progress=False, capture_grads_step=0)
     ckpt = dict(checkpoint_dir=str(root / "ckpt"), keep_last=0)
     whole = dataclasses.replace(cfg, save_every=STEPS - 1, **ckpt)  # saves after step k = STEPS - 1, and the last
     resumed = dataclasses.replace(cfg, resume=True, capture_grads_step=None, **ckpt)
     runs = [(scenarios["dp2_tp2"], whole), (scenarios["dp2_tp2_packed"], cfg), (scenarios["pp2_tp2"], cfg),
-            (scenarios["dp2_tp2"], resumed, f"step_{STEPS - 1:08d}")]
+            (scenarios["dp2_tp2_balanced"], cfg), (scenarios["dp2_tp2"], resumed, f"step_{STEPS - 1:08d}")]
     results = spawn(train_runs, 4, args=(runs,), timeout_s=400, collective_timeout_s=30)
     names = list(scenarios) + ["resumed"]
     by_name = {name: [rank_runs[k] for rank_runs in results] for k, name in enumerate(names)}
@@ -54,10 +57,21 @@ def runs(tmp_path_factory):
     return scenarios, by_name, reference
 
 
-@pytest.mark.parametrize("name", ["dp2_tp2", "dp2_tp2_packed", "pp2_tp2"])
+@pytest.mark.parametrize("name", ["dp2_tp2", "dp2_tp2_packed", "pp2_tp2", "dp2_tp2_balanced"])
 def test_llava_data_on_a_heterogeneous_topology_matches_colocated(runs, name):
     scenarios, by_name, reference = runs
     assert_matches_reference(scenarios[name], [r for r, _ in by_name[name]], reference)
+
+
+def test_balanced_batches_reorder_the_step_over_the_encoder_replicas(runs):
+    """The balanced run above matches the unbalanced reference; here: it did train on another order."""
+    scenarios, _, _ = runs
+    index = index_topology(scenarios["dp2_tp2"])["train"]
+    plain = Sampler(len(index.entries), 8, 2, 7)
+    cost = lambda i: (len(index.entries[i].images) * 4, min(index.entries[i].length, 16))  # noqa: E731
+    hook = BalancedOrder(cost, 4, 2)
+    steps = [plain.step_samples(s) for s in range(STEPS)]
+    assert all(sorted(hook(s)) == sorted(s) for s in steps) and any(hook(s) != s for s in steps)
 
 
 def test_encoder_ranks_decode_only_their_images_and_language_ranks_only_tokenize(runs):
