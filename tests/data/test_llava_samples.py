@@ -130,3 +130,18 @@ def test_microbatch_is_padded_to_its_longest_sample_rounded_to_the_cut():
     assert out[1]["position_ids"].tolist() == list(range(8))
     assert out[0]["input_ids"][:5].tolist() == [1, 2, 3, 4, 5]
     assert pad_to_longest(samples[:1] * 2, 5) == samples[:1] * 2
+
+
+def test_heldout_records_are_their_own_split_and_evaluation_needs_them(tmp_path):
+    from mimo_runtime.errors import TopologyError
+
+    files = write_dataset(str(tmp_path), n=6)
+    val = write_dataset(str(tmp_path), records=[record(40, 1), record(41, 0)], name="val")
+    modules = {"images": {"kind": "encoder"}, "language": {"kind": "language"}}
+    t = topology_from_dict({"model": "tiny-vlm", "modules": modules,
+                            "data": {"format": "llava", **files, "heldout": {"path": val["path"]}}})
+    held = open_llava({}, DataContext("heldout", 0, 0, t))
+    assert len(held) == 2 and held.num_items(0, "images") == 1 and held.index.path == val["path"]
+    plain = topology_from_dict({"model": "tiny-vlm", "modules": modules, "data": {"format": "llava", **files}})
+    with pytest.raises(TopologyError, match="data.heldout: evaluation"):
+        open_llava({}, DataContext("heldout", 0, 0, plain))
