@@ -62,3 +62,12 @@ def test_load_report_names_each_modules_before_and_after():
 def test_bins_must_split_the_step_evenly():
     with pytest.raises(ValueError, match="do not split"):
         deal([(1.0,)] * 6, 4)
+
+
+def test_bench_section_reports_max_over_mean_before_and_after_on_skewed_image_counts():
+    from mimo_runtime.bench.balance import balance_load
+
+    report = balance_load(global_batch=64, microbatches=4, encoder_dp=4, language_dp=2)
+    for name in ("balance_images_max_over_mean", "balance_language_max_over_mean"):
+        assert report[name]["after"] < report[name]["before"]
+        assert report[name]["after"] >= 1.0
