@@ -71,7 +71,11 @@ def preflight(topology, needs_data: bool = True) -> None:
     src = topology.source
     if not isinstance(topology.model, str):
         resolve(src, "model.factory", topology.model.factory)
-    if topology.data is not None:
+    if getattr(topology.data, "format", None) == "llava":
+        from mimo_runtime.data.llava import index_topology
+
+        index_topology(topology, heldout=True)  # bad records fail here, in seconds, before any rank starts
+    elif topology.data is not None:
         resolve(src, "data.factory", topology.data.factory)
     elif needs_data and not isinstance(topology.model, str):
         raise TopologyError(src, "data", NEEDS_DATA)

@@ -16,7 +16,7 @@ from mimo_runtime.bench.stats import load_average
 GOALS = {"vs_torch_pipelining": (">=", 1.3), "makespan_ratio": ("<=", 1.15), "overhead_per_action_ms": ("<", 1.0),
          "bridge_bytes_ratio": ("==", 1.0), "plan_16k_s": ("<", 1.0), "simulate_p64_m1024_s": ("<", 2.0),
          "frozen_encoder_speedup": (">", 1.0)}
-SECTIONS = ("pipeline", "frozen", "bridge", "scale")
+SECTIONS = ("pipeline", "frozen", "bridge", "scale", "balance")
 
 
 def _met(op: str, value: Optional[float], goal: float) -> Optional[bool]:
@@ -61,6 +61,16 @@ def run_all(quick: bool = False, sections=SECTIONS, log: Callable[[str], None] =
         plan, sim = scale.plan_16k(), scale.simulate_p64_m1024()
         out.update(plan_16k_s=plan["plan_16k_s"], simulate_p64_m1024_s=sim["simulate_p64_m1024_s"])
         details["scale"] = {**plan, **sim, **scale.autoplan_16k()}
+    if "balance" in sections:
+        from mimo_runtime.bench.balance import balance_load
+
+        log("data.balance: max/mean load per replica and microbatch on a skewed image-count distribution")
+        bal = balance_load()
+        out.update(balance_images_max_over_mean_after=round(bal["balance_images_max_over_mean"]["after"], 3),
+                   balance_images_max_over_mean_before=round(bal["balance_images_max_over_mean"]["before"], 3),
+                   balance_language_max_over_mean_after=round(bal["balance_language_max_over_mean"]["after"], 3),
+                   balance_language_max_over_mean_before=round(bal["balance_language_max_over_mean"]["before"], 3))
+        details["balance"] = bal
     out["goals"] = {k: {"goal": f"{op} {g:g}", "value": out.get(k), "met": _met(op, out.get(k), g)}
                     for k, (op, g) in GOALS.items() if k in out}
     out["details"] = details

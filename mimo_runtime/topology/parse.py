@@ -193,7 +193,14 @@ def parse_topology(raw: Dict[str, Any], src: str) -> Topology:
     with problems.guard():
         modules = parse_modules(raw.get("modules"), src) if "modules" in raw else {}
     rest = {k: v for k, v in raw.items() if k != "modules"}
+    given = {"modules": modules, "source": src}
+    if isinstance(rest.get("data"), dict) and "format" in rest["data"]:
+        from mimo_runtime.topology.data import parse_data
+
+        with problems.guard():
+            given["data"] = parse_data(rest["data"], src)  # a dataset on disk, not a factory
+        rest.pop("data")
     with problems.guard():
-        topo = build(Topology, rest, src, "", modules=modules, source=src)
+        topo = build(Topology, rest, src, "", **given)
     problems.stop()
     return topo

@@ -7,6 +7,7 @@ from typing import Dict, List, Tuple
 from mimo_runtime.errors import TopologyError
 from mimo_runtime.factories import check_form
 from mimo_runtime.topology.hf import check_hf_model, check_hf_parts
+from mimo_runtime.topology.data import check_data
 from mimo_runtime.topology.presets import PRESETS
 from mimo_runtime.topology.problems import Problems
 from mimo_runtime.topology.schema import ModelFactory, Module, Parallel, Topology
@@ -26,6 +27,8 @@ def finalize(topo: Topology) -> Topology:
     modules = _place(modules, topo.placement, src)
     edges = _edges(topo, modules)
     topo = dataclasses.replace(topo, modules=modules, edges=edges)
+    with problems.guard():
+        topo = check_data(topo)  # data: {format: ...} (topology/data.py); may set train.packing
     for check in CHECKS:
         check(topo, problems)
     with problems.guard():

@@ -108,7 +108,7 @@ def _gather_scalars(optimizers) -> Dict[str, Dict[str, float]]:
 def _meta(rt, step: int, scalars) -> Dict:
     plan = rt.plan
     return {"format": 1, "step": step, "model": rt.topology.model_name, "seed": rt.cfg.seed,
-            "optimizer_scalars": scalars,
+            "optimizer_scalars": scalars, **({"data": rt.feeder.data_position(step)} if rt.feeder else {}),
             "saved_on": {"topology": rt.topology.name, "world_size": dist.get_world_size(),
                          "colocated": rt.cfg.colocated,
                          "modules": {n: {"tp": m.tp, "cp": m.cp, "dp": m.dp, "pp": m.pp}
@@ -198,6 +198,8 @@ def load_checkpoint(rt, root: str) -> Optional[Dict]:
 def _prepare(rt, path: str):
     meta = read_meta(path)
     check_run(path, meta, rt.topology.model_name, rt.cfg.seed)
+    if rt.feeder is not None and "data" in meta and rt.feeder.position_mismatch(meta["data"]):
+        raise CheckpointError(path, rt.feeder.position_mismatch(meta["data"]))
     metadata = read_dcp_metadata(path)
     check_files(path, metadata)
     tensors = cs.model_tensors(rt.model)

@@ -77,8 +77,16 @@ class Runtime:
         """A feeder over `dataset` (the feeder interface of data/factory.py) with this run's plan."""
         from mimo_runtime.data import collate_modality, collate_tokens
 
-        sampler = Sampler.for_plan(self.plan, len(dataset), self.cfg.seed, shuffle)
+        sampler = Sampler.for_plan(self.plan, len(dataset), self.cfg.seed, shuffle, self._balanced_order(dataset))
         return Feeder(self.plan, dataset, sampler, collate_tokens, collate_modality, self.model_facts()[0])
+
+    def _balanced_order(self, dataset):
+        """data.balance: each step's samples dealt evenly over microbatches and DP replicas (data/balance.py)."""
+        if not getattr(self.topology.data, "balance", False) or not hasattr(dataset, "cost"):
+            return None
+        from mimo_runtime.data.balance import BalancedOrder
+
+        return BalancedOrder(dataset.cost, self.plan.num_microbatches, max(m.dp for m in self.plan.modules.values()))
 
     def _require_data(self) -> None:
         if self.executor.compute.feeder is None:
@@ -112,7 +120,8 @@ class Runtime:
         t0 = time.perf_counter()
         self.executor.run_step(self.train_list(step), step, train=True)
         lrs = learning_rates(self.topology, step)
-        return {"step": step + 1, **self._last, "step_time_s": time.perf_counter() - t0,
+        data = self.executor.compute.feeder.step_metrics(step)
+        return {"step": step + 1, **self._last, "step_time_s": time.perf_counter() - t0, **data,
                 "lr": lrs["language"], **{f"lr.{n}": lr for n, lr in lrs.items() if n != "language"}}
 
     def train_list(self, step: int):

@@ -11,7 +11,7 @@ range), so a rank computes only the indices it reads, in O(1) memory whatever th
 """
 
 from dataclasses import dataclass
-from typing import List
+from typing import Callable, List, Optional
 
 from mimo_runtime.plan import ModulePlan, Plan
 
@@ -26,23 +26,29 @@ class Sampler:
     global_mb: int  # samples in one microbatch across the language DP replicas
     seed: int
     shuffle: bool = True
+    order: Optional[Callable[[List[int]], List[int]]] = None  # data.balance: reorders a step (data/balance.py)
 
     @classmethod
-    def for_plan(cls, plan: Plan, dataset_len: int, seed: int, shuffle: bool = True) -> "Sampler":
-        return cls(dataset_len, plan.global_batch, plan.micro_batch * plan.language.dp, seed, shuffle)
+    def for_plan(cls, plan: Plan, dataset_len: int, seed: int, shuffle: bool = True, order=None) -> "Sampler":
+        return cls(dataset_len, plan.global_batch, plan.micro_batch * plan.language.dp, seed, shuffle, order)
 
     @property
     def num_microbatches(self) -> int:
         return self.global_batch // self.global_mb
 
     def step_samples(self, step: int) -> List[int]:
-        return self._span(step * self.global_batch, self.global_batch)
+        ids = self._span(step * self.global_batch, self.global_batch)
+        return self.order(ids) if self.order is not None else ids
 
     def microbatch(self, step: int, mb: int) -> List[int]:
+        if self.order is not None:  # balanced: the reordered step decides (per-sample metadata only)
+            return self.step_samples(step)[mb * self.global_mb:(mb + 1) * self.global_mb]
         return self._span(step * self.global_batch + mb * self.global_mb, self.global_mb)
 
     def replica(self, step: int, mb: int, module: ModulePlan, dp_rank: int) -> List[int]:
         per = self.global_mb // module.dp
+        if self.order is not None:
+            return self.microbatch(step, mb)[dp_rank * per:(dp_rank + 1) * per]
         return self._span(step * self.global_batch + mb * self.global_mb + dp_rank * per, per)
 
     def _span(self, start: int, count: int) -> List[int]:

@@ -3,7 +3,7 @@
 import json
 import sys
 
-SECTIONS = ("pipeline", "frozen", "bridge", "scale")
+SECTIONS = ("pipeline", "frozen", "bridge", "scale", "balance")
 
 
 def add_arguments(p) -> None:

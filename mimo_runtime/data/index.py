@@ -1,0 +1,157 @@
+"""The index of a LLaVA records file: checked once, before any rank starts, and cached beside the data.
+
+Indexing parses every record, checks its conversation, its `<image>` placeholders against its images,
+that each image file exists and decodes, and tokenizes it once for its per-sample counts (tokens
+before truncation, loss tokens after). Ranks then read only the index plus the records and images
+they use. The cache (`FILE.mimo-index.json`) is keyed by the file's size and mtime and by everything
+else the counts depend on (tokenizer files, sequence length, rows per image, image root).
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import List, Optional, Tuple
+
+from mimo_runtime.data.chat import encode, last_image_end, load_tokenizer, messages, sample_tokens, tokenizer_files
+from mimo_runtime.data.images import check_image, load_processor, pixels_of
+from mimo_runtime.data.records import DataError, scan
+
+VERSION = 1
+SUFFIX = ".mimo-index.json"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the counts depend on besides the file: from the topology's data section and model."""
+
+    tokenizer: str
+    image_root: str
+    seq_length: int
+    rows: int  # rows one image adds to the sequence (0: the model has no image encoder)
+    image_id: Optional[int]
+    image_shape: Tuple[int, int, int]
+    on_error: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    line: int
+    offset: int
+    end: int
+    images: Tuple[str, ...]  # paths relative to the image root
+    length: int  # tokens before truncation
+    loss_tokens: int  # after truncation
+
+
+@dataclass
+class Index:
+    path: str
+    entries: List[Entry]
+    skipped: int  # bad records left out under on_error: skip
+    first_error: str
+
+
+def image_list(record: dict) -> List[str]:
+    value = record.get("image", [])
+    images = [value] if isinstance(value, str) else value
+    if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
+        raise ValueError(f"image must be a file name or a list of file names, got {value!r:.80}")
+    return images
+
+
+def _entry(tok, facts: Facts, line: int, offset: int, end: int, record) -> Entry:
+    if isinstance(record, str):
+        raise ValueError(record)
+    if not isinstance(record, dict):
+        raise ValueError(f"a record must be a JSON object, got {type(record).__name__}")
+    msgs = messages(record)
+    images = image_list(record)
+    placeholders = sum(m["content"].count("<image>") for m in msgs)
+    if placeholders != len(images):
+        raise ValueError(f"{placeholders} <image> placeholder(s) but {len(images)} image(s)")
+    if images and not facts.rows:
+        raise ValueError("the record has images but the model has no image encoder")
+    for name in images:
+        full = os.path.join(facts.image_root, name)
+        if not os.path.isfile(full):
+            raise ValueError(f"missing image {full}")
+        try:
+            check_image(full)
+        except Exception as e:  # PIL raises several types for a bad file; all mean "cannot decode"
+            raise ValueError(f"unreadable image {full}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    ids, assistant = encode(tok, msgs, facts.image_id, facts.rows)
+    if last_image_end(ids, facts.image_id) > facts.seq_length:
+        raise ValueError(f"its images end at token {last_image_end(ids, facts.image_id)}, past seq_length "
+                         f"{facts.seq_length}")
+    loss = int(sample_tokens(ids, assistant, facts.seq_length, 0)["loss_mask"].sum())
+    if loss == 0:
+        raise ValueError(f"no assistant token is left within seq_length {facts.seq_length}")
+    return Entry(line, offset, end, tuple(images), len(ids), loss)
+
+
+def _check_processor(processor, facts: Facts) -> None:
+    import numpy as np
+    from PIL import Image
+
+    shape = pixels_of(Image.fromarray(np.zeros((4, 4, 3), np.uint8)), facts.image_shape, processor).shape
+    if tuple(shape) != tuple(facts.image_shape):
+        raise DataError(os.path.join(facts.tokenizer, "preprocessor_config.json"), 0,
+                        f"gives images of shape {tuple(shape)}; the model's vision encoder takes {facts.image_shape}")
+
+
+def build_index(path: str, facts: Facts) -> Index:
+    tok = load_tokenizer(facts.tokenizer, facts.image_id if facts.rows else None)
+    processor = load_processor(facts.tokenizer)
+    if processor is not None:
+        _check_processor(processor, facts)
+    entries, skipped, first = [], 0, ""
+    for line, offset, end, record in scan(path):
+        try:
+            entries.append(_entry(tok, facts, line, offset, end, record))
+        except ValueError as e:
+            if facts.on_error == "raise":
+                raise DataError(path, line, str(e)) from None
+            skipped += 1
+            first = first or f"{path}:{line}: {e}"
+    if not entries:
+        raise DataError(path, 0, f"no usable record ({skipped} skipped; first: {first})" if skipped
+                        else "no record")
+    return Index(path, entries, skipped, first)
+
+
+def _key(path: str, facts: Facts) -> dict:
+    st = os.stat(path)
+    return {"version": VERSION, "size": st.st_size, "mtime_ns": st.st_mtime_ns, **asdict(facts),
+            "image_shape": list(facts.image_shape), "tokenizer_files": [list(f) for f in tokenizer_files(facts.tokenizer)]}
+
+
+def load_index(path: str, facts: Facts) -> Index:
+    """The cached index when its key matches, else a fresh one (written back when the directory allows)."""
+    try:
+        key = _key(path, facts)
+    except OSError as e:
+        raise DataError(path, 0, f"cannot read file: {e.strerror}") from None
+    cache = path + SUFFIX
+    try:
+        with open(cache, encoding="utf-8") as f:
+            stored = json.load(f)
+        if stored.get("key") == key:
+            return Index(path, [_entry_of(e) for e in stored["entries"]], stored["skipped"], stored["first_error"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no cache, or a stale or foreign one: rebuild
+    index = build_index(path, facts)
+    body = {"key": key, "skipped": index.skipped, "first_error": index.first_error,
+            "entries": [[e.line, e.offset, e.end, list(e.images), e.length, e.loss_tokens] for e in index.entries]}
+    tmp = f"{cache}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(body, f)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only data directory: index again next time
+    return index
+
+
+def _entry_of(row: list) -> Entry:
+    line, offset, end, images, length, loss = row
+    return Entry(line, offset, end, tuple(images), length, loss)

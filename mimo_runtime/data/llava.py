@@ -1,0 +1,164 @@
+"""`data: {format: llava}`: LLaVA records on disk as the feeder's placement-aware dataset.
+
+Every rank holds the index (per-sample image counts, token and loss-token counts: data/index.py)
+and reads only what it uses: language ranks read their records' conversations and tokenize them
+(transformers is imported there, on first use), encoder ranks decode their records' images. Samples
+keep their own lengths; the feeder pads each microbatch to its longest or packs it.
+"""
+
+import multiprocessing
+import os
+from collections import Counter
+from typing import Dict, List, Sequence
+
+import torch
+
+from mimo_runtime.data.chat import encode, load_tokenizer, messages, sample_tokens
+from mimo_runtime.data.images import load_pixels, load_processor
+from mimo_runtime.data.index import Facts, Index, load_index
+from mimo_runtime.data.records import DataError, read_record
+from mimo_runtime.errors import TopologyError
+from mimo_runtime.model.inputs import ENCODER_INPUTS, IMAGE_SHAPE, SPECIAL_TOKEN_IDS
+from mimo_runtime.topology.presets import PRESETS
+from mimo_runtime.topology.schema import Topology
+
+IMAGES = "images"
+WORKER_TIMEOUT_S = 600.0  # a worker that loads nothing for this long is stuck, not slow
+_LIVE: Dict[int, "LlavaDataset"] = {}  # worker processes find their dataset here (inherited by fork)
+READS: Counter = Counter()  # what this process read (records tokenized, images decoded): tests and logs
+
+
+def split_files(topology: Topology, split: str):
+    """(records file, image root) of `split`; the image root defaults to the records file's directory."""
+    data = topology.data
+    if split == "train":
+        path, root = data.path, data.image_root
+    elif data.heldout is None:
+        raise TopologyError(topology.source, "data.heldout", "evaluation (--eval-every) needs data.heldout: {path}")
+    else:
+        path, root = data.heldout.path, data.heldout.image_root or data.image_root
+    return path, root or os.path.dirname(path)
+
+
+def facts_for(topology: Topology, split: str) -> Facts:
+    data, dims = topology.data, PRESETS[topology.model]
+    enc = dims.encoders.get(IMAGES)
+    return Facts(data.tokenizer, split_files(topology, split)[1], data.seq_length or dims.language.seq_length,
+                 enc.tokens_per_item if enc else 0, SPECIAL_TOKEN_IDS[IMAGES] if enc else None, IMAGE_SHAPE,
+                 data.on_error)
+
+
+def index_topology(topology: Topology, heldout: bool = False) -> Dict[str, Index]:
+    """The launcher's pass: index (or find cached) every split's records; raises DataError on bad data."""
+    splits = ["train"] + (["heldout"] if heldout and topology.data.heldout is not None else [])
+    return {s: load_index(split_files(topology, s)[0], facts_for(topology, s)) for s in splits}
+
+
+class LlavaDataset:
+    """`len`, `tokens(i)`, `modality(i, name)`, `num_items(i, name)` over indexed LLaVA records."""
+
+    def __init__(self, index: Index, facts: Facts, workers: int = 0):
+        self.index, self.facts = index, facts
+        self.path = index.path
+        self.seq_length = facts.seq_length
+        self.modalities = [IMAGES] if facts.rows else []
+        self.workers = workers
+        self._tok = None
+        self._processor = None
+        self._pool = None
+        self._pending: Dict[tuple, object] = {}  # (what, ids, extra) -> the workers' async result
+
+    def __len__(self) -> int:
+        return len(self.index.entries)
+
+    def num_items(self, i: int, name: str) -> int:
+        self._check_modality(name)
+        return len(self.index.entries[i].images)
+
+    def tokens(self, i: int) -> Dict[str, torch.Tensor]:
+        """input_ids, labels, loss_mask, position_ids of sample i: its own length, at most seq_length."""
+        if self._tok is None:
+            self._tok = load_tokenizer(self.facts.tokenizer, self.facts.image_id)
+        e = self.index.entries[i]
+        try:
+            msgs = messages(read_record(self.path, e.offset, e.end))
+            ids, assistant = encode(self._tok, msgs, self.facts.image_id, self.facts.rows)
+        except ValueError as err:  # the file changed since it was indexed
+            raise DataError(self.path, e.line, str(err)) from None
+        READS["records"] += 1
+        pad = self._tok.pad_token_id if self._tok.pad_token_id is not None else 0
+        return sample_tokens(ids, assistant, self.seq_length, pad)
+
+    def modality(self, i: int, name: str) -> Dict[str, Dict[str, torch.Tensor]]:
+        """{encoder key: {input name: (images, C, H, W)}} of sample i (0 images: a first dimension of 0)."""
+        self._check_modality(name)
+        if self._processor is None:
+            self._processor = load_processor(self.facts.tokenizer) or False
+        e = self.index.entries[i]
+        pixels = []
+        for name_ in e.images:
+            path = os.path.join(self.facts.image_root, name_)
+            try:
+                pixels.append(torch.from_numpy(load_pixels(path, self.facts.image_shape, self._processor or None)))
+            except Exception as err:  # PIL's several error types: the image changed since it was indexed
+                raise DataError(self.path, e.line, f"unreadable image {path}: {err}") from None
+        READS["images"] += len(pixels)
+        key, field = ENCODER_INPUTS[IMAGES]
+        stacked = torch.stack(pixels) if pixels else torch.zeros((0, *self.facts.image_shape))
+        return {key: {field: stacked}}
+
+    # ---- batches: in `workers` forked processes when data.workers > 0, prefetched one microbatch ahead ----
+    def tokens_batch(self, ids: Sequence[int]) -> List[Dict[str, torch.Tensor]]:
+        return self._map("tokens", ids, ())
+
+    def modality_batch(self, ids: Sequence[int], name: str) -> List[Dict[str, Dict[str, torch.Tensor]]]:
+        return self._map("modality", ids, (name,))
+
+    def prefetch(self, what: str, ids: Sequence[int], *extra) -> None:
+        """Start loading a batch the feeder will ask for next (nothing to do without workers)."""
+        key = (what, tuple(ids), extra)
+        if self.workers and key not in self._pending:
+            self._pending[key] = self._workers().starmap_async(_in_worker, [(id(self), what, i, extra) for i in ids])
+
+    def _map(self, what: str, ids: Sequence[int], extra: tuple) -> List:
+        ahead = self._pending.pop((what, tuple(ids), extra), None)
+        if ahead is not None:
+            return ahead.get(timeout=WORKER_TIMEOUT_S)
+        if not self.workers:
+            return [getattr(self, what)(i, *extra) for i in ids]
+        return self._workers().starmap_async(_in_worker, [(id(self), what, i, extra) for i in ids]).get(
+            timeout=WORKER_TIMEOUT_S)
+
+    def _workers(self):
+        if self._pool is None:
+            _LIVE[id(self)] = self  # before the fork: the workers inherit the dataset, nothing is pickled
+            self._pool = multiprocessing.get_context("fork").Pool(self.workers)
+        return self._pool
+
+    def _check_modality(self, name: str) -> None:
+        if name not in self.modalities:
+            raise ValueError(f"unknown modality '{name}'; this dataset has {self.modalities}")
+
+    # ---- per-sample metadata: the same on every rank, nothing read from the records ----
+    def cost(self, i: int) -> tuple:
+        """(encoder rows, language tokens) of sample i: the balance cost model (data/balance.py)."""
+        e = self.index.entries[i]
+        return (len(e.images) * self.facts.rows, min(e.length, self.seq_length))
+
+    def loss_tokens(self, ids: Sequence[int]) -> int:
+        return sum(self.index.entries[i].loss_tokens for i in ids)
+
+    def step_metrics(self, ids: Sequence[int]) -> Dict[str, int]:
+        """`data_truncated`: samples of this step cut to seq_length; `data_skipped`: bad records left out."""
+        cut = sum(self.index.entries[i].length > self.seq_length for i in ids)
+        return {"data_truncated": int(cut), "data_skipped": self.index.skipped}
+
+
+def open_llava(args, ctx) -> LlavaDataset:
+    """The data factory behind `data: {format: llava}` (topology/data.py)."""
+    facts = facts_for(ctx.topology, ctx.split)
+    return LlavaDataset(load_index(split_files(ctx.topology, ctx.split)[0], facts), facts, ctx.topology.data.workers)
+
+
+def _in_worker(key: int, what: str, i: int, extra: tuple):
+    return getattr(_LIVE[key], what)(i, *extra)

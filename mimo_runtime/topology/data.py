@@ -1,0 +1,92 @@
+"""`data: {format: llava, ...}`: a dataset on disk (docs/data.md), beside `data: {factory, args}`.
+
+The section is read by `parse_data` (called by parse.py when the mapping has a `format` key) and
+checked against the model by `check_data` (called by validate.finalize). Paths are relative to the
+topology file's directory. It behaves as a data factory (`factory`, `args`, `workers`), so the runtime
+opens it the way it opens any user dataset (mimo_runtime/data/factory.py).
+"""
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from mimo_runtime.errors import TopologyError
+from mimo_runtime.topology.presets import PRESETS
+from mimo_runtime.topology.schema import REQUIRED, Topology, spec
+
+FORMATS = ("llava",)
+LLAVA_FACTORY = "mimo_runtime.data.llava:open_llava"
+
+
+@dataclass(frozen=True)
+class Heldout:
+    path: str = spec(REQUIRED, "JSON or JSONL file of held-out records (for --eval-every)")
+    image_root: str = spec("", "directory the records' image paths are relative to; default data.image_root")
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    format: str = spec(REQUIRED, "llava: JSON or JSONL records {id, image, conversations}", choices=FORMATS)
+    path: str = spec(REQUIRED, "the records file")
+    image_root: str = spec("", "directory the records' image paths are relative to; default: the file's directory")
+    tokenizer: str = spec(REQUIRED, "an HF tokenizer directory with a chat template (an image processor's "
+                                    "preprocessor_config.json there is used for images)")
+    seq_length: int = spec(0, "tokens per sample, longer samples are truncated (counted); default the model's",
+                           positive=True)
+    heldout: Optional[Heldout] = spec(None, "{path, image_root} of held-out records")
+    packing: bool = spec(False, "pack each microbatch into one THD sequence (sets train.packing)")
+    on_error: str = spec("raise", "raise: stop at the first bad record; skip: leave bad records out, counted",
+                         choices=("raise", "skip"))
+    balance: bool = spec(False, "order each global batch so microbatches and DP replicas get even image and "
+                                "token work (data/balance.py)")
+    workers: int = spec(0, "data-loading worker processes per rank; 0 loads in the rank itself", min_value=0)
+
+    @property
+    def factory(self) -> str:
+        return LLAVA_FACTORY
+
+    @property
+    def args(self) -> Dict[str, Any]:
+        return {}  # the dataset reads this section from the topology it is given
+
+
+def parse_data(raw: Any, src: str) -> DataFiles:
+    from mimo_runtime.topology.parse import build
+
+    data = build(DataFiles, raw, src, "data")
+    base = os.path.dirname(src) if os.path.isfile(src) else ""
+
+    def at(p: str) -> str:
+        return os.path.join(base, p) if p else p
+
+    heldout = data.heldout and dataclasses.replace(data.heldout, path=at(data.heldout.path),
+                                                   image_root=at(data.heldout.image_root))
+    return dataclasses.replace(data, path=at(data.path), image_root=at(data.image_root),
+                               tokenizer=at(data.tokenizer), heldout=heldout)
+
+
+def check_data(topo: Topology) -> Topology:
+    """Rules between the data section and the model; `packing` switches on the packed path."""
+    data, src = topo.data, topo.source
+    if not isinstance(data, DataFiles):
+        return topo
+    if not isinstance(topo.model, str):
+        raise TopologyError(src, "data.format", f"format: {data.format} needs a preset model (one of "
+                                                f"{', '.join(sorted(PRESETS))}); a model factory reads its own "
+                                                f"data through data: {{factory, args}}")
+    other = sorted(n for n in topo.encoders if n != "images")
+    if other:
+        raise TopologyError(src, "data.format", f"format: {data.format} carries images only; the topology has "
+                                                f"encoder '{other[0]}'")
+    longest = PRESETS[topo.model].language.seq_length
+    if data.seq_length > longest:
+        raise TopologyError(src, "data.seq_length", f"{data.seq_length} is longer than the model's "
+                                                    f"{longest} positions")
+    for field, path, is_dir in (("path", data.path, False), ("tokenizer", data.tokenizer, True),
+                                ("heldout.path", data.heldout.path if data.heldout else "", False)):
+        if path and not (os.path.isdir(path) if is_dir else os.path.isfile(path)):
+            raise TopologyError(src, f"data.{field}", f"no such {'directory' if is_dir else 'file'}: {path}")
+    if data.packing and not topo.train.packing:
+        topo = dataclasses.replace(topo, train=dataclasses.replace(topo.train, packing=True))
+    return topo
