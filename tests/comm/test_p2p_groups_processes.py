@@ -36,7 +36,7 @@ def _worker(rank: int, world: int):
     return out
 
 
-def test_strict_groups_deliver_a_ring_and_time_out_on_a_cycle_plain_gloo_lets_through():
+def test_strict_groups_deliver_a_ring_and_time_out_on_a_cycle_deferred_sends_let_through():
     results = spawn(_worker, 3, timeout_s=120, collective_timeout_s=30)
     for rank, out in enumerate(results):
         prev = float((rank - 1) % 3)
