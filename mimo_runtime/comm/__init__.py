@@ -1,8 +1,19 @@
-"""Device-agnostic communication: dict-of-tensor P2P between stages, and the bridge between modules."""
+"""Device-agnostic communication: dict-of-tensor P2P between stages, and the bridge between modules.
 
-from mimo_runtime.comm.bridge import Bridge
-from mimo_runtime.comm.p2p import CommStats, Outbox, recv_tensors, send_tensors
-from mimo_runtime.comm.routes import Route, backward_routes, forward_routes, owned
+Names load on first use, so the pure parts (routes.py, lowering.py) import without torch.
+"""
 
-__all__ = ["Bridge", "CommStats", "Outbox", "send_tensors", "recv_tensors", "Route", "forward_routes",
-           "backward_routes", "owned"]
+import importlib
+
+_WHERE = {"Bridge": "bridge", "CommStats": "p2p", "Outbox": "p2p", "send_tensors": "p2p", "recv_tensors": "p2p",
+          "Route": "routes", "forward_routes": "routes", "backward_routes": "routes", "owned": "routes"}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"mimo_runtime.comm.{_WHERE[name]}"), name)
+    if name == "shm":
+        return importlib.import_module("mimo_runtime.comm.shm")
+    raise AttributeError(f"module 'mimo_runtime.comm' has no attribute {name!r}")

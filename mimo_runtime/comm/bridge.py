@@ -18,7 +18,7 @@ host as soon as it has it (a relay), so no rank waits for a leader that waits fo
 
 from collections import Counter
 from itertools import accumulate
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -93,46 +93,63 @@ class Bridge:
                              f"has {block.shape[0]} rows, expected {want} (special tokens in input_ids)")
 
     # encoder side
-    def send_forward(self, rows: torch.Tensor, rows_per_sample: RowSpec) -> None:
-        mine = [r for r in self.fwd if r.src == self.rank and r.via < 0]
+    def forward_blocks(self, rows: torch.Tensor, rows_per_sample: RowSpec) -> List[Tuple[Route, torch.Tensor]]:
+        """This encoder rank's outgoing blocks, one per route, in route order."""
+        mine = [r for r in self.fwd if r.src == self.rank and r.via < 0]  # relays: _take
         if not mine:
-            return
+            return []
         slots = self._slot_lists(rows_per_sample)
         if sum(len(s) for s in slots) != rows.shape[0]:
             raise ValueError(f"{self.enc.name}: {rows.shape[0]} rows but the samples need {sum(len(s) for s in slots)}")
-        for r in mine:
-            idx = self._encoder_index(slots, r.lo, r.hi, self.lang.slot(r.dst)).to(rows.device)
-            self._post(rows.index_select(0, idx), r, self.fwd)
+        return [(r, rows.index_select(0, self._encoder_index(slots, r.lo, r.hi, self.lang.slot(r.dst)).to(rows.device)))
+                for r in mine]
+
+    def send_forward(self, rows: torch.Tensor, rows_per_sample: RowSpec) -> None:
+        for r, block in self.forward_blocks(rows, rows_per_sample):
+            self._post(block, r, self.fwd)
+
+    def gradient_index(self, rows_per_sample: RowSpec) -> List[Tuple[Route, torch.Tensor]]:
+        """Per incoming gradient route: where its rows go in this encoder rank's rows (known in advance)."""
+        slots = self._slot_lists(rows_per_sample)
+        return [(r, self._encoder_index(slots, r.lo, r.hi, self.lang.slot(r.origin))) for r in self.bwd
+                if r.dst == self.rank]
 
     def recv_backward(self, rows_per_sample: RowSpec, hidden: int, dtype: torch.dtype,
                       device: torch.device) -> torch.Tensor:
-        slots = self._slot_lists(rows_per_sample)
-        out = torch.zeros((sum(len(s) for s in slots), hidden), dtype=dtype, device=device)
-        for r in (r for r in self.bwd if r.dst == self.rank):
-            idx = self._encoder_index(slots, r.lo, r.hi, self.lang.slot(r.origin)).to(device)
+        total = sum(len(s) for s in self._slot_lists(rows_per_sample))
+        out = torch.zeros((total, hidden), dtype=dtype, device=device)
+        for r, idx in self.gradient_index(rows_per_sample):
             block = self._take(r, self.bwd, dtype, device)
             self._check(block, r, idx.numel(), "gradient")
-            out.index_copy_(0, idx, block.reshape(-1, hidden))
+            out.index_copy_(0, idx.to(device), block.reshape(-1, hidden))
         return out
 
     # language side: this rank's slot only, so plain row counts per sample
+    def embedding_rows(self, rows_per_sample: Sequence[int]) -> List[Tuple[Route, int]]:
+        """Per incoming forward route: how many rows it carries, from this rank's own input_ids."""
+        first = self._first_sample(self.lang)
+        return [(r, sum(rows_per_sample[r.lo - first:r.hi - first])) for r in self.fwd if r.dst == self.rank]
+
     def recv_forward(self, rows_per_sample: Sequence[int], hidden: int, dtype: torch.dtype,
                      device: torch.device) -> torch.Tensor:
-        first = self._first_sample(self.lang)
         blocks = []
-        for r in (r for r in self.fwd if r.dst == self.rank):
+        for r, want in self.embedding_rows(rows_per_sample):
             block = self._take(r, self.fwd, dtype, device)
-            self._check(block, r, sum(rows_per_sample[r.lo - first:r.hi - first]), "embeddings")
+            self._check(block, r, want, "embeddings")
             blocks.append(block.reshape(-1, hidden))
         return torch.cat(blocks) if blocks else torch.empty((0, hidden), dtype=dtype, device=device)
 
-    def send_backward(self, grad: torch.Tensor, rows_per_sample: Sequence[int]) -> None:
-        mine = [r for r in self.bwd if r.src == self.rank and r.via < 0]
+    def gradient_blocks(self, grad: torch.Tensor, rows_per_sample: Sequence[int]) -> List[Tuple[Route, torch.Tensor]]:
+        """This language rank's outgoing gradient blocks, one per route, in route order."""
+        mine = [r for r in self.bwd if r.src == self.rank and r.via < 0]  # relays: _take
         if not mine:
-            return
+            return []
         first = self._first_sample(self.lang)
         offsets = [0] + list(accumulate(rows_per_sample))
         if offsets[-1] != grad.shape[0]:
             raise ValueError(f"{self.enc.name}: {grad.shape[0]} gradient rows but the samples need {offsets[-1]}")
-        for r in mine:
-            self._post(grad[offsets[r.lo - first]:offsets[r.hi - first]], r, self.bwd)
+        return [(r, grad[offsets[r.lo - first]:offsets[r.hi - first]]) for r in mine]
+
+    def send_backward(self, grad: torch.Tensor, rows_per_sample: Sequence[int]) -> None:
+        for r, block in self.gradient_blocks(grad, rows_per_sample):
+            self._post(block, r, self.bwd)

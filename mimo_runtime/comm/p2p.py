@@ -1,15 +1,16 @@
 """Device-agnostic point-to-point transfer of dicts of tensors (gloo on CPU, NCCL on GPU).
 
-Shapes vary between microbatches (token counts depend on how many images a sample has), so
-every transfer carries a fixed-size header first: for each key, in sorted order, its ndim and
-dims. Sends are posted asynchronously (the schedule is deadlock-free under "sends never block,
+Shapes vary between microbatches (token counts depend on how many images a sample has). The
+trainer's lowered groups (p2p_groups.py) know every shape from the plan and the data; the paths here
+that do not (bare lists, the colocated exchange) send a fixed-size header first: for each key, in
+sorted order, its ndim and dims. Sends are posted asynchronously (the schedule is deadlock-free under "sends never block,
 receives block"); `Outbox.wait()` completes them and keeps their buffers alive until then.
 """
 
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -68,6 +69,18 @@ def _header(tensors: Dict[str, torch.Tensor]) -> torch.Tensor:
             raise ValueError(f"tensor '{key}' has {len(shape)} dims; at most {MAX_DIMS} can be sent")
         rows.append([len(shape)] + shape + [0] * (MAX_DIMS - len(shape)))
     return torch.tensor(rows, dtype=torch.int64)
+
+
+def header_of(t: Optional[torch.Tensor]) -> torch.Tensor:
+    """The shape header of one tensor to send, or (None) a buffer to receive one into."""
+    if t is None:
+        return torch.empty((1, MAX_DIMS + 1), dtype=torch.int64)
+    return _header({"t": t})
+
+
+def shape_of(header: torch.Tensor) -> Tuple[int, ...]:
+    row = header[0].tolist()
+    return tuple(row[1:1 + row[0]])
 
 
 def send_tensors(tensors: Dict[str, torch.Tensor], dst: int, outbox: Outbox, stats: CommStats,

@@ -1,12 +1,15 @@
 """Executor: runs one rank's action list from the schedule, exactly as listed.
 
 Each action kind is one method below; state between actions is per microbatch (received inputs,
-outputs kept for backward). Sends are posted asynchronously and completed at the end of the step;
-receives block with the configured timeout. That is the semantics the schedule validator proves
-deadlock-free. Stage-to-stage messages of known shape between ranks of one host go through shared
-memory (comm/shm.py) when the transport allows it, the rest through torch.distributed. What a
-forward computes is delegated to `compute` (mimo_compute.MimoCompute for MimoModel), so this file
-knows nothing about models.
+outputs kept for backward). Given the rank's lowered program (comm/lowering.py), the executor runs its
+compute actions in order and posts exactly its p2p groups, one after another (comm/p2p_groups.py),
+every message of known shape so no header travels: that is the order schedule/nccl.py proves
+deadlock-free under NCCL, and `strict` (or MIMO_P2P_STRICT=1) makes gloo block the same way. Without a
+program (bare lists, the benchmark chains) sends are posted asynchronously and completed at the end of
+the step, receives block with the configured timeout (the async validator's semantics), and
+stage-to-stage messages of known shape between ranks of one host go through shared memory
+(comm/shm.py) when the transport allows it. What a forward computes is delegated to `compute`
+(mimo_compute.MimoCompute for MimoModel), so this file knows nothing about models.
 
 Microbatch ids of a list may run past the step (schedule/steps.py): id i is microbatch i % m of
 step `step + i // m`. When a training list works ahead (a frozen encoder leading the language
@@ -24,6 +27,8 @@ import torch
 
 from mimo_runtime.comm import Bridge, CommStats, Outbox, recv_tensors, send_tensors, shm
 from mimo_runtime.comm.inbox import Inbox
+from mimo_runtime.comm.p2p import header_of, shape_of
+from mimo_runtime.comm.p2p_groups import GroupTransport
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
 from mimo_runtime.train.memory import ActivationMeter
 
@@ -40,7 +45,8 @@ class StepState:
 
 class Executor:
     def __init__(self, plan: Plan, rank: int, compute, timeout_s: float, trainable: Dict[str, bool],
-                 on_opt_step: Optional[Callable] = None, transport: Optional[str] = None):
+                 on_opt_step: Optional[Callable] = None, transport: Optional[str] = None,
+                 strict: Optional[bool] = None):
         self.plan, self.rank, self.compute, self.timeout_s = plan, rank, compute, timeout_s
         self.trainable = trainable  # module -> whether gradients flow into it at all
         self.on_opt_step = on_opt_step
@@ -49,13 +55,15 @@ class Executor:
         # what every wait calls to keep queued shared-memory sends moving (comm/p2p.py wait_work)
         self.progress = None if self.local is None else self.local.progress
         self.inbox = Inbox(self.stats, timeout_s, progress=self.progress)
+        if strict is None:
+            strict = os.environ.get("MIMO_P2P_STRICT", "0") == "1"
+        self.groups = GroupTransport(rank, self.stats, timeout_s, strict, getattr(compute, "device", None))
         self.trace: List[Tuple[str, float, float]] = []  # (action, start, end) in time.perf_counter
         self.fault = _fault_from_env(rank)
         self.memory = ActivationMeter()  # activation_peak_mb (train/memory.py)
         self.ahead: Optional[Tuple[int, Dict[int, torch.Tensor]]] = None  # (step, {mb: output}) computed ahead
-        hosts = shm.host_keys() if plan.edges else None  # collective: every rank has the same plan
         self.bridges = {enc: Bridge(plan.modules[enc], plan.language, plan.micro_batch * plan.language.dp, rank,
-                                    self.outbox, self.stats, timeout_s, self.progress, hosts) for enc, _ in plan.edges}
+                                    self.outbox, self.stats, timeout_s, self.progress) for enc, _ in plan.edges}
         if hasattr(compute, "attach"):
             compute.attach(self.bridges)
 
@@ -63,7 +71,9 @@ class Executor:
         """Whether the previous training call computed forwards of `step` ahead (a "steady" list may run)."""
         return self.ahead is not None and self.ahead[0] == step
 
-    def run_step(self, actions, step: int, train: bool = True) -> StepState:
+    def run_step(self, actions, step: int, train: bool = True, program=None) -> StepState:
+        """Run `actions`; with `program` (this rank's lowering of them, comm/lowering.py) post exactly its
+        p2p groups, one after another, instead of each action's messages as it comes."""
         st = StepState(step, train)
         if hasattr(self.compute, "begin_step"):  # a collective over the world (mimo_compute: the loss denominator)
             self.compute.begin_step(step)
@@ -71,15 +81,22 @@ class Executor:
             if self.carried(step):
                 st.outputs.update(self.ahead[1])
             self.ahead = None
-        self._post_receives_early(actions, st)
+        if program is None:
+            self._post_receives_early(actions, st)
         self.memory.start_step()
-        for i, a in enumerate(actions):
+        for i, a in enumerate(actions if program is None else program):
             if self.fault is not None and self.fault[0] == step and i == 1:
                 _inject(self.fault[1], self.rank)
             t0 = time.perf_counter()
-            getattr(self, "_" + a.kind.lower())(a, st)
-            self.trace.append((str(a), t0, time.perf_counter()))
-            self.memory.observe(t for _, t in self.outbox.pending)
+            if program is not None and not hasattr(a, "kind"):
+                if a.within is None:  # an exchange inside a colocated forward posts itself
+                    self._group(a, st)
+                    t1 = time.perf_counter()
+                    self.trace += [(str(action), t0, t1) for action, _ in a.messages]  # traced as its actions
+            else:
+                getattr(self, "_" + a.kind.lower())(a, st)
+                self.trace.append((str(a), t0, time.perf_counter()))
+            self.memory.observe(self._pending_sends())
         self._complete_sends()
         m = self.plan.num_microbatches
         if train and any(a.mb >= m for a in actions):  # the list worked ahead (what it has not sent yet, if any)
@@ -91,10 +108,16 @@ class Executor:
         m = self.plan.num_microbatches
         return st.step + a.mb // m, a.mb % m
 
+    def _pending_sends(self):
+        """Buffers of sends not complete yet (activation_peak_mb counts them)."""
+        yield from (t for _, t in self.outbox.pending)
+        yield from self.groups.pending()
+
     def _complete_sends(self) -> None:
         if self.local is not None:
             self.local.flush()
         self.outbox.wait()
+        self.groups.drain()
 
     def _connect_local(self, transport: str) -> Optional[shm.LocalChannels]:
         """Shared-memory rings to this rank's pipeline neighbours (collective: every rank calls it).
@@ -211,6 +234,93 @@ class Executor:
             self._send(a, pmod, g, st)
         else:
             self.bridges[pmod].send_backward(g, self.compute.language_rows(pmod, *self._at(a, st)))
+
+    # ---- lowered p2p groups: every op of the group posted at once, shapes known on both sides ----
+    def _group(self, g, st: StepState) -> None:
+        posted, finish, headers = [], [], []
+        for a, ops in g.messages:
+            mine, done, header = self._message_ops(a, st)
+            if [(o[0], o[1]) for o in mine] != list(ops):
+                raise RuntimeError(f"rank {self.rank}: {a} posts {[(o[0], o[1]) for o in mine]}, but the lowering "
+                                   f"says {list(ops)}")
+            posted += mine
+            finish.append(done)
+            headers += header
+        if headers:  # stage-to-stage shapes the compute does not declare: a group of headers first
+            self.groups.run([(k, p, t) for k, p, t, _ in headers], f"{g} (shapes)")
+            for k, p, t, fill in headers:
+                if fill is not None:
+                    fill(shape_of(t))
+        self.groups.run([tuple(o) for o in posted], str(g))
+        for done in finish:
+            done()
+
+    def _message_ops(self, a, st: StepState):
+        """(ops to post, what to do once they completed, header ops) of one send or receive action."""
+        c, kind = self.compute, a.kind
+        bridge = a.peer[0] != a.module
+        if kind in ("SEND_F", "SEND_B"):
+            if kind == "SEND_F":
+                t = st.outputs[a.mb]
+                if not (st.train and t.requires_grad):  # no backward will need it
+                    del st.outputs[a.mb]
+            else:
+                x = st.inputs[a.mb].pop(a.peer[0])
+                t = x.grad if x.grad is not None else torch.zeros_like(x)
+            t = t.detach()
+            if bridge:
+                blocks = (self.bridges[a.module].forward_blocks(t, c.encoder_rows(a.module, *self._at(a, st)))
+                          if kind == "SEND_F" else
+                          self.bridges[a.peer[0]].gradient_blocks(t, c.language_rows(a.peer[0], *self._at(a, st))))
+                return [("send", r.dst, b.contiguous()) for r, b in blocks], lambda: None, []
+            shape = self._known_shape(a, st) if kind == "SEND_F" else tuple(t.shape)
+            head = [] if shape is not None else [("send", self._peer_rank(a), header_of(t).to(c.device), None)]
+            return [("send", self._peer_rank(a), t.contiguous())], lambda: None, head
+        if bridge:
+            return self._bridge_receive(a, st)
+        shape = self._known_shape(a, st) if kind == "RECV_F" else tuple(st.outputs[a.mb].shape)
+        op = ["recv", self._peer_rank(a), None if shape is None else torch.empty(shape, dtype=c.dtype, device=c.device)]
+        head = []
+        if shape is None:
+            op[2] = torch.empty(0, dtype=c.dtype, device=c.device)
+            head = [("recv", op[1], header_of(None).to(c.device), lambda s: op.__setitem__(2, torch.empty(s, dtype=c.dtype,
+                                                                                               device=c.device)))]
+        def done() -> None:
+            if kind == "RECV_B":
+                st.out_grads[a.mb] = op[2]
+            else:
+                grad = st.train and self.trainable.get(a.module, True) and \
+                    (a.module == LANG or not self.plan.modules[a.module].frozen)
+                st.inputs.setdefault(a.mb, {})[a.module] = op[2].requires_grad_(grad)
+
+        return [op], done, head  # a list: the header phase may replace the buffer
+
+    def _bridge_receive(self, a, st: StepState):
+        c = self.compute
+        if a.kind == "RECV_F":
+            pmod = a.peer[0]
+            bridge = self.bridges[pmod]
+            want = bridge.embedding_rows(c.language_rows(pmod, *self._at(a, st)))
+            bufs = [torch.empty((n, c.hidden), dtype=c.dtype, device=c.device) for _, n in want]
+
+            def done() -> None:
+                got = torch.cat(bufs) if bufs else torch.empty((0, c.hidden), dtype=c.dtype, device=c.device)
+                st.inputs.setdefault(a.mb, {})[pmod] = got.requires_grad_(st.train and self.trainable.get(pmod, True))
+
+            return [("recv", r.src, b) for (r, _), b in zip(want, bufs)], done, []
+        rows = c.encoder_rows(a.module, *self._at(a, st))
+        bridge = self.bridges[a.module]
+        where = bridge.gradient_index(rows)
+        total = sum(len(x) if not isinstance(x, int) else x for x in rows)
+        bufs = [torch.empty((idx.numel(), c.hidden), dtype=c.dtype, device=c.device) for _, idx in where]
+
+        def done() -> None:
+            out = torch.zeros((total, c.hidden), dtype=c.dtype, device=c.device)
+            for (_, idx), b in zip(where, bufs):
+                out.index_copy_(0, idx.to(c.device), b)
+            st.out_grads[a.mb] = out
+
+        return [("recv", r.src, b) for (r, _), b in zip(where, bufs)], done, []
 
     # ---- compute ----
     def _f(self, a, st: StepState) -> None:

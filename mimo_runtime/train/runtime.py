@@ -34,6 +34,7 @@ class Runtime:
         from mimo_runtime.data.factory import has_data, open_dataset
         from mimo_runtime.groups import build_module_groups
         from mimo_runtime.model import build_model, masked_token_loss_sum
+        from mimo_runtime.comm.lowering import lower_plan, step_programs
         from mimo_runtime.schedule import build_schedule, step_lists
 
         self.topology, self.cfg = topology, cfg
@@ -57,6 +58,11 @@ class Runtime:
         self.train_lists = {name: s.for_rank(self.plan, self.rank) for name, s in lists.items()}
         self.train_actions = self.train_lists["plain"]
         self.eval_actions = build_schedule(self.plan, m, "forward").for_rank(self.plan, self.rank)
+        # what the executor posts: each list's p2p groups on this rank (schedule/lower.py)
+        programs = step_programs(self.plan, m, cfg.schedule, self.frozen_all, lead=min(cfg.frozen_lead, m),
+                                 frozen_ahead=True)
+        self.train_programs = {name: p[self.rank] for name, p in programs.items()}
+        self.eval_program = lower_plan(build_schedule(self.plan, m, "forward"), self.plan)[self.rank]
         compute = MimoCompute(self.plan, self.groups, self.model, self.rank, self.feeder, masked_token_loss_sum)
         # `frozen: true` keeps the projection trainable; only an encoder frozen entirely stops gradients
         trainable = {n: n not in self.frozen_all for n in self.plan.modules}
@@ -118,23 +124,27 @@ class Runtime:
         self.model.train()
         self._require_data()
         t0 = time.perf_counter()
-        self.executor.run_step(self.train_list(step), step, train=True)
+        name = self.train_list_name(step)
+        self.executor.run_step(self.train_lists[name], step, train=True, program=self.train_programs[name])
         lrs = learning_rates(self.topology, step)
         data = self.executor.compute.feeder.step_metrics(step)
         return {"step": step + 1, **self._last, "step_time_s": time.perf_counter() - t0, **data,
                 "lr": lrs["language"], **{f"lr.{n}": lr for n, lr in lrs.items() if n != "language"}}
 
     def train_list(self, step: int):
-        """This rank's actions for training step `step`: with the previous step's lead carried in or not,
-        computing the next step's lead or not (none after the run's last step)."""
+        return self.train_lists[self.train_list_name(step)]
+
+    def train_list_name(self, step: int) -> str:
+        """Which list trains step `step`: with the previous step's lead carried in or not, computing the
+        next step's lead or not (none after the run's last step)."""
         ahead = step + 1 < self.cfg.steps
         if self.executor.carried(step):
-            return self.train_lists["steady" if ahead else "last"]
-        return self.train_lists["first" if ahead else "plain"]
+            return "steady" if ahead else "last"
+        return "first" if ahead else "plain"
 
     def eval_step(self, step: int) -> float:
         """Forward-only pass over global batch `step` (no gradients); the global loss on every rank."""
         self.model.eval()
         self._require_data()
-        st = self.executor.run_step(self.eval_actions, step, train=False)
+        st = self.executor.run_step(self.eval_actions, step, train=False, program=self.eval_program)
         return global_loss(self.plan, self.rank, st.loss_sum)

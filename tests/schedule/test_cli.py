@@ -64,3 +64,15 @@ def test_schedule_package_and_command_import_no_torch():
             "print(sorted(m for m in ('torch', 'megatron') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_json_prints_lists_bubble_deadlock_checks_and_each_ranks_p2p_groups(capsys):
+    import json
+
+    assert main(["schedule", "topologies/vlm-4rank.yaml", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["lists"]["images.0"][:2] == ["images.0:F0", "images.0:SEND_F0>language.0"]
+    assert out["bubble"] == pytest.approx(0.2)
+    assert out["deadlock_free_async"] is True and out["deadlock_free_nccl"] is True
+    assert len(out["p2p"]) == 4
+    assert out["p2p"][2][1] == [["send", 0], ["send", 1], ["recv", 0], ["recv", 1]]

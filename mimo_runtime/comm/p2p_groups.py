@@ -1,0 +1,99 @@
+"""Posting one lowered p2p group (schedule/lower.py) and waiting for it, on the world group.
+
+Every op goes through the default (world) group, created eagerly by the launcher, as one
+`batch_isend_irecv` (a lone op is a batch of one); the caller posts its next group only after
+`run` returned, which is NCCL's order. A zero-size tensor is not posted: both ends know its shape,
+so both skip it.
+
+A gloo send completes once its receiver has posted the matching receive and taken the data, but
+until someone waits for it the sender is free to go on, so a list that deadlocks under NCCL passes
+on gloo when sends are completed later. `strict` waits for every send inside its group, as NCCL does:
+a deadlock then surfaces as a TimeoutError naming this rank, the group's index and ops, and the
+peers that never posted theirs. Without it (gloo only) a group waits for its receives, and its sends
+are completed at the next `drain` (the end of the step). Under NCCL no timed wait is used: a timed
+`Work.wait` blocks the host on every group; the process group's timeout and watchdog cover hangs.
+"""
+
+import time
+from datetime import timedelta
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+
+from mimo_runtime.comm.p2p import CommStats
+
+PostedOp = Tuple[str, int, torch.Tensor]  # ("send" | "recv", peer global rank, tensor)
+
+
+class GroupTransport:
+    def __init__(self, rank: int, stats: CommStats, timeout_s: float, strict: bool = False,
+                 device: Optional[torch.device] = None):
+        self.rank, self.stats, self.timeout_s, self.strict = rank, stats, timeout_s, strict
+        self.nccl = device is not None and device.type == "cuda"
+        if self.strict and self.nccl:
+            raise ValueError("the strict p2p mode emulates NCCL on gloo; under NCCL it is the real thing")
+        self.groups_posted = 0
+        self._sends: List = []  # (work, tensor, label) of sends left to complete at `drain` (not strict)
+
+    def run(self, ops: Sequence[PostedOp], label: str = "") -> None:
+        """Post `ops` as one batch and wait until every op met its match."""
+        index = self.groups_posted
+        self.groups_posted += 1
+        ops = [op for op in ops if op[2].numel()]
+        if not ops:
+            return
+        if self.nccl:
+            p2p = [dist.P2POp(dist.isend if kind == "send" else dist.irecv, t, peer) for kind, peer, t in ops]
+            for w in dist.batch_isend_irecv(p2p):
+                w.wait()
+        else:  # gloo has no batching: its ops are independent, so posting them one by one is the same
+            works = [(dist.isend if kind == "send" else dist.irecv)(t, peer) for kind, peer, t in ops]
+            self._wait_gloo(ops, works, index, label)
+        for kind, _, t in ops:
+            (self.stats.add_sent if kind == "send" else self.stats.add_recv)(t, header=False)
+        self._sends = [s for s in self._sends if not s[0].is_completed()]  # release buffers as sends complete
+
+    def pending(self):
+        """Buffers of sends posted but not yet complete."""
+        return (t for _, t, _ in self._sends)
+
+    def _wait_gloo(self, ops: Sequence[PostedOp], works, index: int, label: str) -> None:
+        """Receives first, then (strict) sends: each needs only its peer to have posted, so this order
+        waits for nothing NCCL would not. gloo's works report completion only through `wait`."""
+        deadline = time.monotonic() + self.timeout_s
+        waits = [i for i, op in enumerate(ops) if op[0] == "recv"]
+        sends = [i for i, op in enumerate(ops) if op[0] == "send"]
+        if self.strict:
+            waits += sends
+        else:
+            self._sends += [(works[i], ops[i][2], f"group #{index} {label}") for i in sends]
+        for k, i in enumerate(waits):
+            if not _wait(works[i], deadline - time.monotonic()):
+                raise TimeoutError(self._stuck(ops, waits[k:], index, label))
+
+    def _stuck(self, ops, left: Sequence[int], index: int, label: str) -> str:
+        waits = sorted({f"{ops[i][0]}{'>' if ops[i][0] == 'send' else '<'}{ops[i][1]}" for i in left})
+        mode = "strict (NCCL-like) " if self.strict else ""
+        return (f"rank {self.rank}: {mode}p2p group #{index} {label} timed out after {self.timeout_s:.0f} s; "
+                f"unmatched: {', '.join(waits)} (peers {sorted({ops[i][1] for i in left})} "
+                "never posted the matching ops: a deadlock under NCCL's rules, or a peer that failed)")
+
+    def drain(self) -> None:
+        """Complete the sends left pending (not strict); their buffers are released here."""
+        deadline = time.monotonic() + self.timeout_s
+        for work, t, label in self._sends:
+            if not _wait(work, deadline - time.monotonic()):
+                raise TimeoutError(f"rank {self.rank}: a send of p2p {label} was never received within "
+                                   f"{self.timeout_s:.0f} s (the peer failed, or stopped before its receive)")
+        self._sends.clear()
+
+
+def _wait(work, left: float) -> bool:
+    """A timed gloo wait: False on timeout (gloo reports it as False or as a RuntimeError)."""
+    try:
+        return left > 0 and work.wait(timedelta(seconds=left)) is not False
+    except RuntimeError as e:
+        if "imed out" in str(e) or "imeout" in str(e):
+            return False
+        raise
