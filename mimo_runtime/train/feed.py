@@ -13,6 +13,7 @@ import torch
 
 from mimo_runtime.plan import ModulePlan, Plan
 from mimo_runtime.plan.sequence import pad_multiple
+from mimo_runtime.train.metrics import content_tokens
 from mimo_runtime.train.sampler import Sampler
 from mimo_runtime.train.sequence_cut import cut_tokens, replica_layout
 
@@ -26,6 +27,7 @@ class Feeder:
         self.packed = plan.topology.train.packing
         self._token_batches: Dict[tuple, Dict[str, torch.Tensor]] = {}  # this step's batches, by replica
         self._wait: Dict[int, float] = defaultdict(float)  # seconds spent waiting for data, by step
+        self._content: Dict[tuple, int] = {}  # non-padding tokens of the replica batches loaded, by (step, mb, dp)
 
     def samples(self, step: int, mb: int, module: ModulePlan, rank: int) -> List[int]:
         return self.sampler.replica(step, mb, module, module.coords(rank).dp)
@@ -55,9 +57,17 @@ class Feeder:
             self._token_batches[key] = cut_tokens(batch, replica_layout(batch, module, self.packed), c.cp)
         return self._token_batches[key]
 
+    def content_tokens(self, step: int, mb: int, module: ModulePlan, rank: int) -> int:
+        """Non-padding tokens of this rank's replica batch (train/metrics.content_tokens): counted when
+        the batch was loaded, so nothing is read twice."""
+        self.tokens(step, mb, module, rank)
+        return self._content[(step, mb, module.coords(rank).dp)]
+
     def _replica_batch(self, step: int, mb: int, module: ModulePlan, dp: int) -> Dict[str, torch.Tensor]:
         ids = self.sampler.replica(step, mb, module, dp)
         samples = self._load(step, "tokens", ids)
+        self._content = {k: v for k, v in self._content.items() if k[0] >= step - 1}
+        self._content[(step, mb, dp)] = content_tokens(samples)
         self._prefetch(step, mb, module, dp, "tokens")
         return self.collate_tokens(pad_to_longest(samples, pad_multiple(module.cp) * module.sequence_shards))
 

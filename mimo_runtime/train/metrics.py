@@ -65,14 +65,6 @@ def content_tokens(token_samples) -> int:
     return total
 
 
-def _step_content_tokens(dataset, ids) -> int:
-    counted = getattr(dataset, "content_tokens", None)  # from an index: nothing decoded (data/llava.py)
-    if counted is not None:
-        return counted(ids)
-    batch = getattr(dataset, "tokens_batch", None)
-    return content_tokens(batch(ids) if batch is not None else [dataset.tokens(i) for i in ids])
-
-
 def throughput(flops: Mapping[str, int], step_time_s: float, ranks: Mapping[str, int],
                peak_tflops: Optional[float]) -> Dict[str, Dict[str, float]]:
     """{"tflops_per_s": {module: .., "all": ..}} and, with a peak per device, {"mfu": {...}} likewise."""
@@ -96,7 +88,8 @@ def data_metrics(rt, step: int, step_time_s: float, peak_tflops: Optional[float]
     if rt.feeder is None:
         return {}
     ids = rt.feeder.sampler.step_samples(step)
-    out = {"nonpad_tokens_per_s": _step_content_tokens(rt.dataset, ids) / step_time_s}
+    # counted where the tokens are read anyway, all-reduced with the loss denominator (MimoCompute.begin_step)
+    out = {"nonpad_tokens_per_s": rt.executor.compute.content_tokens / step_time_s}
     plan = rt.plan
     items = {n: sum(rt.dataset.num_items(i, n) for i in ids) for n in plan.encoders}
     flops = preset_step_flops(rt.topology.model, len(ids), items, {n: plan.modules[n].frozen for n in plan.encoders})

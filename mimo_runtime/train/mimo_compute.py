@@ -33,6 +33,7 @@ class MimoCompute:
         self.bridges = {}
         self.caption_counts = [0, 0]  # forward-only steps: (exact captions, captioned samples)
         self.loss_tokens = 0  # the running step's loss denominator (begin_step)
+        self.content_tokens = 0  # the running step's non-padding tokens (begin_step; metrics)
 
     def attach(self, bridges) -> None:
         """The executor's bridges: colocated layouts use them in-process (comm/exchange.py)."""
@@ -103,12 +104,15 @@ class MimoCompute:
         """Collective over the world, before a step's first action: the masked tokens of global batch
         `step`, summed from what each loss-reporting rank reads anyway (its replica's tokens, its cp
         part), so no rank loads the global batch. Every rank learns it (evaluation weights by it)."""
-        local = 0
+        local = content = 0
         if loss_share(self.plan, self.rank, 1.0):
-            local = sum(int(self._tokens(LANG, step, mb)["loss_mask"].sum()) for mb in range(self.plan.num_microbatches))
-        buf = torch.tensor([local], dtype=torch.float64)
+            lang, mbs = self.plan.modules[LANG], range(self.plan.num_microbatches)
+            local = sum(int(self._tokens(LANG, step, mb)["loss_mask"].sum()) for mb in mbs)
+            if lang.coords(self.rank).cp == 0:  # whole samples: one rank of each replica counts them
+                content = sum(self.feeder.content_tokens(step, mb, lang, self.rank) for mb in mbs)
+        buf = torch.tensor([local, content], dtype=torch.float64)
         dist.all_reduce(buf)
-        self.loss_tokens = int(buf.item())
+        self.loss_tokens, self.content_tokens = int(buf[0].item()), int(buf[1].item())
 
     # ---- forward ----
     def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st) -> torch.Tensor:
