@@ -83,13 +83,14 @@ def data_metrics(rt, step: int, step_time_s: float, peak_tflops: Optional[float]
     """Rank 0's fields from the step's samples and the architecture: non-padding tokens/s, and for a
     preset model its FLOPs per module as TFLOPs/s and MFU. Empty without a dataset (the Python API's
     own batches)."""
-    from mimo_runtime.train.feed import _load
     from mimo_runtime.train.flops import preset_step_flops
 
     if rt.feeder is None:
         return {}
     ids = rt.feeder.sampler.step_samples(step)
-    out = {"nonpad_tokens_per_s": content_tokens(_load(rt.dataset, "tokens", ids)) / step_time_s}
+    batch = getattr(rt.dataset, "tokens_batch", None)  # not the feeder's: that would count as data wait
+    samples = batch(ids) if batch is not None else [rt.dataset.tokens(i) for i in ids]
+    out = {"nonpad_tokens_per_s": content_tokens(samples) / step_time_s}
     plan = rt.plan
     items = {n: sum(rt.dataset.num_items(i, n) for i in ids) for n in plan.encoders}
     flops = preset_step_flops(rt.topology.model, len(ids), items, {n: plan.modules[n].frozen for n in plan.encoders})
