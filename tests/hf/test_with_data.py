@@ -144,3 +144,48 @@ def test_trained_checkpoint_exports_to_transformers_with_our_logits(trained):
         before = ref(input_ids=ids, pixel_values=px).logits
     assert (theirs - before).abs().max() > 1e-3  # the step changed the weights
     assert (got - theirs).abs().max() <= 1e-4
+
+
+def check_case(tmp_path, records=None):
+    """An hf + LLaVA-data topology (`records` replace the default dataset); the topology file's path."""
+    hf_dir(tmp_path / "hf")
+    data = write_dataset(str(tmp_path / "data"), n=4, records=records)
+    return write_topology(tmp_path / "t.yaml", tmp_path / "hf", data, 0.0)
+
+
+def test_check_passes_an_hf_model_with_llava_data(tmp_path, capsys):
+    assert main(["check", check_case(tmp_path)]) == 0
+    assert "data OK" in capsys.readouterr().out
+
+
+def test_check_reports_the_launchers_data_error_for_an_hf_model(tmp_path, capsys):
+    from mimo_runtime.data.records import DataError
+    from tests.data.llava_files import record
+
+    bad = record(1, 0)
+    bad["conversations"][0]["value"] = "<image> say hello"  # a placeholder without its image
+    path = check_case(tmp_path, [record(0, 1), bad])
+    with pytest.raises(DataError) as launcher:
+        index_topology(load_topology(path))
+    capsys.readouterr()  # the fixture's save_pretrained progress
+    assert main(["check", path]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {launcher.value}"
+    assert ".jsonl:2: 1 <image> placeholder(s) but 0 image(s)" in str(launcher.value)
+
+
+def test_check_reports_every_missing_tensor_and_shape_mismatch_of_the_hf_dir(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    path = check_case(tmp_path)
+    weights = tmp_path / "hf" / "model.safetensors"
+    t = load_file(weights)
+    t.pop("language_model.model.layers.1.mlp.up_proj.weight")
+    t["multi_modal_projector.linear_1.weight"] = t["multi_modal_projector.linear_1.weight"][:, :5].contiguous()
+    save_file(t, weights, metadata={"format": "pt"})
+    capsys.readouterr()
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert any("missing" in line and "layers.1.mlp.up_proj.weight" in line for line in err)
+    assert any("multi_modal_projector.linear_1.weight: shape [64, 5] does not match the model's [64, 32]" in line
+               for line in err)
