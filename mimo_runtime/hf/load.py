@@ -70,8 +70,16 @@ def _load_one(model, sources, dirs, name: str, param, pdim: Optional[int], tp_ra
     if directory not in dirs:
         files = SafetensorsDir(directory)
         dirs[directory] = files, key_index(files.keys(), sections[0] if len(sections) == 1 else None)
-    files, index = dirs[directory]
     heads, groups, head_dim = attention_dims(model, module)
+    out = _shard(*dirs[directory], r, name, param, pdim, tp_rank, tp, heads, groups, head_dim)
+    if out is not None:
+        param.copy_(out)
+    return 1
+
+
+def _shard(files: SafetensorsDir, index: Dict[str, str], r: Recipe, name: str, param, pdim: Optional[int], tp_rank: int,
+           tp: int, heads: int, groups: int, head_dim: int) -> Optional[torch.Tensor]:
+    """This rank's slice of `name` from the files, checked first; None for a `meta` param (checked only)."""
     missing = [s for s in r.sources if s not in index]
     if missing:
         raise TopologyError(files.directory, "", f"tensor for {name} is missing (looked for a key ending in "
@@ -80,11 +88,10 @@ def _load_one(model, sources, dirs, name: str, param, pdim: Optional[int], tp_ra
     shapes = [files.shape(k) for k in keys]
     _check_shapes(files, r, name, keys, shapes, full_shape(param, pdim, tp), heads, groups, head_dim)
     if param.is_meta:
-        return 1  # checked, nothing to read into
+        return None
     parts = [files.read(index[src], dim, a, b) for src, dim, a, b in
              read_plan(r, shapes, pdim, tp_rank, tp, heads, groups)]
-    param.copy_(combine(r, parts, groups // tp).to(param.dtype))
-    return 1
+    return combine(r, parts, groups // tp).to(param.dtype)
 
 
 def _check_shapes(files: SafetensorsDir, r: Recipe, name: str, keys, shapes, want, heads: int, groups: int,
