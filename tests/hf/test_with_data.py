@@ -189,3 +189,35 @@ def test_check_reports_every_missing_tensor_and_shape_mismatch_of_the_hf_dir(tmp
     assert any("missing" in line and "layers.1.mlp.up_proj.weight" in line for line in err)
     assert any("multi_modal_projector.linear_1.weight: shape [64, 5] does not match the model's [64, 32]" in line
                for line in err)
+
+
+def test_parts_take_the_language_directorys_tokenizer_and_the_towers_rows(tmp_path):
+    from transformers import CLIPVisionModel, LlamaForCausalLM
+
+    CLIPVisionModel(tiny.clip_vision()).save_pretrained(tmp_path / "vision")
+    LlamaForCausalLM(tiny.llama_text(max_position_embeddings=128)).save_pretrained(tmp_path / "lm")
+    hf_tokenizer(tmp_path / "lm")
+    data = write_dataset(str(tmp_path / "data"), n=3)
+    path = tmp_path / "t.yaml"
+    path.write_text(json.dumps({"modules": {"images": {"kind": "encoder", "hf": str(tmp_path / "vision")},
+                                            "language": {"kind": "language", "hf": str(tmp_path / "lm")}},
+                                "data": {"format": "llava", "path": data["path"], "image_root": data["image_root"]}}))
+    topo = load_topology(str(path))
+    assert topo.data.tokenizer == str(tmp_path / "lm")
+    # a separately saved CLIP is read as LLaVA-1.5 reads it: class token dropped
+    assert model_facts(topo) == (128, ROWS, tiny.IMAGE_TOKEN, (3, 16, 16))
+    assert len(index_topology(topo)["train"].entries) == 3
+
+
+def test_a_tokenizer_whose_image_id_is_not_image_token_index_is_a_data_error(tmp_path):
+    from mimo_runtime.data.records import DataError
+
+    hf_dir(tmp_path / "hf")
+    data = write_dataset(str(tmp_path / "data"), n=3)  # its own tokenizer: <image> is 3
+    path = tmp_path / "t.yaml"
+    write_topology(path, tmp_path / "hf", data, 0.0)
+    raw = json.loads(path.read_text())
+    raw["data"]["tokenizer"] = data["tokenizer"]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=r"<image> token has id 3; the model's image placeholder id is 99"):
+        index_topology(load_topology(str(path)))
