@@ -65,6 +65,14 @@ def content_tokens(token_samples) -> int:
     return total
 
 
+def _step_content_tokens(dataset, ids) -> int:
+    counted = getattr(dataset, "content_tokens", None)  # from an index: nothing decoded (data/llava.py)
+    if counted is not None:
+        return counted(ids)
+    batch = getattr(dataset, "tokens_batch", None)
+    return content_tokens(batch(ids) if batch is not None else [dataset.tokens(i) for i in ids])
+
+
 def throughput(flops: Mapping[str, int], step_time_s: float, ranks: Mapping[str, int],
                peak_tflops: Optional[float]) -> Dict[str, Dict[str, float]]:
     """{"tflops_per_s": {module: .., "all": ..}} and, with a peak per device, {"mfu": {...}} likewise."""
@@ -88,9 +96,7 @@ def data_metrics(rt, step: int, step_time_s: float, peak_tflops: Optional[float]
     if rt.feeder is None:
         return {}
     ids = rt.feeder.sampler.step_samples(step)
-    batch = getattr(rt.dataset, "tokens_batch", None)  # not the feeder's: that would count as data wait
-    samples = batch(ids) if batch is not None else [rt.dataset.tokens(i) for i in ids]
-    out = {"nonpad_tokens_per_s": content_tokens(samples) / step_time_s}
+    out = {"nonpad_tokens_per_s": _step_content_tokens(rt.dataset, ids) / step_time_s}
     plan = rt.plan
     items = {n: sum(rt.dataset.num_items(i, n) for i in ids) for n in plan.encoders}
     flops = preset_step_flops(rt.topology.model, len(ids), items, {n: plan.modules[n].frozen for n in plan.encoders})
