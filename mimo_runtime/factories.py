@@ -69,7 +69,7 @@ def preflight(topology, needs_data: bool = True) -> None:
     path is one error here instead of one per rank. `needs_data`: the built-in loop reads the
     topology's data (a custom loop may pass its own batches)."""
     src = topology.source
-    if not isinstance(topology.model, str):
+    if not isinstance(topology.model, str) and topology.model.factory:  # not for model: {hf: DIR}
         resolve(src, "model.factory", topology.model.factory)
     if getattr(topology.data, "format", None) == "llava":
         from mimo_runtime.data.llava import index_topology

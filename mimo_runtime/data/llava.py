@@ -9,7 +9,7 @@ keep their own lengths; the feeder pads each microbatch to its longest or packs 
 import multiprocessing
 import os
 from collections import Counter
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -19,6 +19,7 @@ from mimo_runtime.data.index import Facts, Index, load_index
 from mimo_runtime.data.records import DataError, read_record
 from mimo_runtime.errors import TopologyError
 from mimo_runtime.model.inputs import ENCODER_INPUTS, IMAGE_SHAPE, SPECIAL_TOKEN_IDS
+from mimo_runtime.topology.data import hf_directory
 from mimo_runtime.topology.presets import PRESETS
 from mimo_runtime.topology.schema import Topology
 
@@ -41,11 +42,43 @@ def split_files(topology: Topology, split: str):
 
 
 def facts_for(topology: Topology, split: str) -> Facts:
-    data, dims = topology.data, PRESETS[topology.model]
-    enc = dims.encoders.get(IMAGES)
-    return Facts(data.tokenizer, split_files(topology, split)[1], data.seq_length or dims.language.seq_length,
-                 enc.tokens_per_item if enc else 0, SPECIAL_TOKEN_IDS[IMAGES] if enc else None, IMAGE_SHAPE,
+    data = topology.data
+    length, rows, image_id, shape = model_facts(topology)
+    return Facts(data.tokenizer, split_files(topology, split)[1], data.seq_length or length, rows, image_id, shape,
                  data.on_error)
+
+
+def model_facts(topology: Topology) -> Tuple[int, int, Optional[int], Tuple[int, int, int]]:
+    """(positions, rows per image, image placeholder id, image shape) of the topology's model: a
+    preset's, or an HF directory's config (rows from the vision config: patches, class token,
+    feature selection; the id from image_token_index, or the tokenizer's `<image>` for parts)."""
+    directory = hf_directory(topology)
+    if not directory:
+        dims = PRESETS[topology.model]
+        enc = dims.encoders.get(IMAGES)
+        return (dims.language.seq_length, enc.tokens_per_item if enc else 0,
+                SPECIAL_TOKEN_IDS[IMAGES] if enc else None, IMAGE_SHAPE)
+    from mimo_runtime.hf.config import model_dims, parts_dims
+
+    if topology.language.hf:
+        vision = [m.hf for m in topology.encoders.values()]
+        dims = parts_dims(topology.language.hf, vision[0] if vision else None)
+    else:
+        dims = model_dims(directory)
+    v = dims.vision
+    if v is None:
+        return dims.language.max_positions, 0, None, IMAGE_SHAPE
+    return dims.language.max_positions, v.tokens_per_item, dims.image_token_id, (v.channels, v.image_size,
+                                                                                 v.image_size)
+
+
+def encoder_input(topology: Topology) -> Tuple[str, str]:
+    """(encoder key, input name) the image encoder reads its pixels under."""
+    if not hf_directory(topology):
+        return ENCODER_INPUTS[IMAGES]
+    from mimo_runtime.model.families.vit import VIT_INPUT, VIT_KEY  # megatron: ranks have it loaded already
+
+    return VIT_KEY, VIT_INPUT
 
 
 def index_topology(topology: Topology, heldout: bool = False) -> Dict[str, Index]:
@@ -57,8 +90,8 @@ def index_topology(topology: Topology, heldout: bool = False) -> Dict[str, Index
 class LlavaDataset:
     """`len`, `tokens(i)`, `modality(i, name)`, `num_items(i, name)` over indexed LLaVA records."""
 
-    def __init__(self, index: Index, facts: Facts, workers: int = 0):
-        self.index, self.facts = index, facts
+    def __init__(self, index: Index, facts: Facts, workers: int = 0, inputs: Tuple[str, str] = ENCODER_INPUTS[IMAGES]):
+        self.index, self.facts, self.inputs = index, facts, inputs
         self.path = index.path
         self.seq_length = facts.seq_length
         self.modalities = [IMAGES] if facts.rows else []
@@ -103,7 +136,7 @@ class LlavaDataset:
             except Exception as err:  # PIL's several error types: the image changed since it was indexed
                 raise DataError(self.path, e.line, f"unreadable image {path}: {err}") from None
         READS["images"] += len(pixels)
-        key, field = ENCODER_INPUTS[IMAGES]
+        key, field = self.inputs
         stacked = torch.stack(pixels) if pixels else torch.zeros((0, *self.facts.image_shape))
         return {key: {field: stacked}}
 
@@ -148,6 +181,10 @@ class LlavaDataset:
     def loss_tokens(self, ids: Sequence[int]) -> int:
         return sum(self.index.entries[i].loss_tokens for i in ids)
 
+    def content_tokens(self, ids: Sequence[int]) -> int:
+        """Non-padding tokens of these samples (after truncation): the metrics' nonpad_tokens_per_s."""
+        return sum(min(self.index.entries[i].length, self.seq_length) for i in ids)
+
     def step_metrics(self, ids: Sequence[int]) -> Dict[str, int]:
         """`data_truncated`: samples of this step cut to seq_length; `data_skipped`: bad records left out."""
         cut = sum(self.index.entries[i].length > self.seq_length for i in ids)
@@ -157,7 +194,8 @@ class LlavaDataset:
 def open_llava(args, ctx) -> LlavaDataset:
     """The data factory behind `data: {format: llava}` (topology/data.py)."""
     facts = facts_for(ctx.topology, ctx.split)
-    return LlavaDataset(load_index(split_files(ctx.topology, ctx.split)[0], facts), facts, ctx.topology.data.workers)
+    return LlavaDataset(load_index(split_files(ctx.topology, ctx.split)[0], facts), facts, ctx.topology.data.workers,
+                        encoder_input(ctx.topology))
 
 
 def _in_worker(key: int, what: str, i: int, extra: tuple):

@@ -1,7 +1,7 @@
 """The model factory behind `model: {hf: DIR}` (and from_pretrained): the architecture from
 `DIR/config.json`, the weights from `DIR/*.safetensors`, loaded after keyed init by `load_weights`."""
 
-from typing import Any, Mapping
+from typing import Any, Dict, List, Mapping, Tuple
 
 from mimo_runtime.hf.config import model_dims, parts_dims
 from mimo_runtime.hf.load import load_hf_weights
@@ -29,10 +29,19 @@ def hf_model(args: Mapping[str, Any], ctx) -> MimoModelConfig:
 
 def load_weights(model, args: Mapping[str, Any], ctx) -> int:
     """Fill every module `model` holds from its HF directory; returns the parameters loaded."""
+    return load_hf_weights(model, sources(args, ctx.plan))
+
+
+def check_weights(model, args: Mapping[str, Any], plan) -> List:
+    """Every tensor `model` (on `meta`) would load is in its HF directory with its shape: the
+    TopologyErrors of those that are not, all of them, nothing read (`mimo-run check`)."""
+    errors: List = []
+    load_hf_weights(model, sources(args, plan), errors)
+    return errors
+
+
+def sources(args: Mapping[str, Any], plan) -> Dict[str, Tuple[str, Tuple[str, ...]]]:
     if "parts" in args:
         # each part its own section; the projector between them keeps its keyed init
-        sources = {name: (d, ("lm",) if name == ctx.plan.language.name else ("vision",))
-                   for name, d in args["parts"].items()}
-    else:
-        sources = {name: (args["dir"], ("lm", "vision", "projector")) for name in ctx.plan.modules}
-    return load_hf_weights(model, sources)
+        return {name: (d, ("lm",) if name == plan.language.name else ("vision",)) for name, d in args["parts"].items()}
+    return {name: (args["dir"], ("lm", "vision", "projector")) for name in plan.modules}

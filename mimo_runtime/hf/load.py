@@ -4,7 +4,7 @@ Called after keyed initialization, so loaded tensors are never overwritten; para
 HF counterpart (a projector of a stage-1 setup, say) keep their keyed values.
 """
 
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 
@@ -29,41 +29,57 @@ def attention_dims(model, module: str) -> Tuple[int, int, int]:
 
 
 @torch.no_grad()
-def load_hf_weights(model, sources: Dict[str, Tuple[str, Iterable[str]]]) -> int:
+def load_hf_weights(model, sources: Dict[str, Tuple[str, Iterable[str]]], errors: Optional[List] = None) -> int:
     """Fill `model` from HF directories; returns the number of parameters loaded.
 
     sources: {module: (directory, sections)}: the HF directory of each module this rank may hold and
     the normalized sections (lm, vision, projector) it supplies; every parameter whose recipe reads a
-    supplied section must find its tensors there.
+    supplied section must find its tensors there. A model on `meta` reads nothing: without `errors`
+    it is left as is (the meta builds of plan/params), with a list every missing tensor and shape
+    mismatch is appended to it instead of raised (`mimo-run check`).
     """
     dirs: Dict[str, Tuple[SafetensorsDir, Dict[str, str]]] = {}
     loaded = 0
     for name, (param, pdim, tp_rank, tp) in global_parameters(model).items():
-        module = _module_of(name)
-        if module not in sources:
-            continue
-        r = recipe(name)
-        if r is None:
-            if ".input_projections." in name:
-                continue  # a projector HF LLaVA does not have (linear): keyed init
-            # e.g. transformer-engine specs name their fused norms differently: never train a
-            # silently half-loaded model
-            raise TopologyError(sources[module][0], "", f"parameter {name} has no HF counterpart; the loader maps "
-                                                        f"the portable layer spec's names (docs/models.md)")
-        directory, sections = sources[module]
-        if r.sources[0].split(".", 1)[0] not in sections:
-            continue
-        if directory not in dirs:
-            files = SafetensorsDir(directory)
-            dirs[directory] = files, key_index(files.keys(), sections[0] if len(sections) == 1 else None)
-        heads, groups, head_dim = attention_dims(model, module)
-        param.copy_(_shard(*dirs[directory], r, name, param, pdim, tp_rank, tp, heads, groups, head_dim))
-        loaded += 1
+        if param.is_meta and errors is None:
+            return 0
+        try:
+            loaded += _load_one(model, sources, dirs, name, param, pdim, tp_rank, tp)
+        except TopologyError as e:
+            if errors is None:
+                raise
+            errors.append(e)
     return loaded
 
 
-def _shard(files: SafetensorsDir, index: Dict[str, str], r: Recipe, name: str, param, pdim: Optional[int], tp_rank: int, tp: int,
-           heads: int, groups: int, head_dim: int) -> torch.Tensor:
+def _load_one(model, sources, dirs, name: str, param, pdim: Optional[int], tp_rank: int, tp: int) -> int:
+    module = _module_of(name)
+    if module not in sources:
+        return 0
+    r = recipe(name)
+    if r is None:
+        if ".input_projections." in name:
+            return 0  # a projector HF LLaVA does not have (linear): keyed init
+        # e.g. transformer-engine specs name their fused norms differently: never train a
+        # silently half-loaded model
+        raise TopologyError(sources[module][0], "", f"parameter {name} has no HF counterpart; the loader maps "
+                                                    f"the portable layer spec's names (docs/models.md)")
+    directory, sections = sources[module]
+    if r.sources[0].split(".", 1)[0] not in sections:
+        return 0
+    if directory not in dirs:
+        files = SafetensorsDir(directory)
+        dirs[directory] = files, key_index(files.keys(), sections[0] if len(sections) == 1 else None)
+    heads, groups, head_dim = attention_dims(model, module)
+    out = _shard(*dirs[directory], r, name, param, pdim, tp_rank, tp, heads, groups, head_dim)
+    if out is not None:
+        param.copy_(out)
+    return 1
+
+
+def _shard(files: SafetensorsDir, index: Dict[str, str], r: Recipe, name: str, param, pdim: Optional[int], tp_rank: int,
+           tp: int, heads: int, groups: int, head_dim: int) -> Optional[torch.Tensor]:
+    """This rank's slice of `name` from the files, checked first; None for a `meta` param (checked only)."""
     missing = [s for s in r.sources if s not in index]
     if missing:
         raise TopologyError(files.directory, "", f"tensor for {name} is missing (looked for a key ending in "
@@ -71,10 +87,11 @@ def _shard(files: SafetensorsDir, index: Dict[str, str], r: Recipe, name: str, p
     keys = [index[s] for s in r.sources]
     shapes = [files.shape(k) for k in keys]
     _check_shapes(files, r, name, keys, shapes, full_shape(param, pdim, tp), heads, groups, head_dim)
+    if param.is_meta:
+        return None
     parts = [files.read(index[src], dim, a, b) for src, dim, a, b in
              read_plan(r, shapes, pdim, tp_rank, tp, heads, groups)]
-    out = combine(r, parts, groups // tp)
-    return out.to(param.dtype)
+    return combine(r, parts, groups // tp).to(param.dtype)
 
 
 def _check_shapes(files: SafetensorsDir, r: Recipe, name: str, keys, shapes, want, heads: int, groups: int,

@@ -17,6 +17,7 @@ from mimo_runtime.topology.schema import REQUIRED, Topology, spec
 
 FORMATS = ("llava",)
 LLAVA_FACTORY = "mimo_runtime.data.llava:open_llava"
+DEFAULT_POSITIONS = 4096  # an HF config without max_position_embeddings (hf/config.py assumes the same)
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,9 @@ class DataFiles:
     format: str = spec(REQUIRED, "llava: JSON or JSONL records {id, image, conversations}", choices=FORMATS)
     path: str = spec(REQUIRED, "the records file")
     image_root: str = spec("", "directory the records' image paths are relative to; default: the file's directory")
-    tokenizer: str = spec(REQUIRED, "an HF tokenizer directory with a chat template (an image processor's "
-                                    "preprocessor_config.json there is used for images)")
+    tokenizer: str = spec("", "an HF tokenizer directory with a chat template (an image processor's "
+                              "preprocessor_config.json there is used for images); default: the model's hf "
+                              "directory (required for a preset model)")
     seq_length: int = spec(0, "tokens per sample, longer samples are truncated (counted); default the model's",
                            positive=True)
     heldout: Optional[Heldout] = spec(None, "{path, image_root} of held-out records")
@@ -66,23 +68,38 @@ def parse_data(raw: Any, src: str) -> DataFiles:
                                tokenizer=at(data.tokenizer), heldout=heldout)
 
 
+def hf_directory(topo: Topology) -> str:
+    """The HF directory a data section's tokenizer and length default to: `model.hf`, or the language
+    module's `modules.NAME.hf`; "" for a preset."""
+    if topo.language.hf:
+        return topo.language.hf
+    return "" if isinstance(topo.model, str) else topo.model.hf
+
+
 def check_data(topo: Topology) -> Topology:
     """Rules between the data section and the model; `packing` switches on the packed path."""
     data, src = topo.data, topo.source
     if not isinstance(data, DataFiles):
         return topo
-    if not isinstance(topo.model, str):
+    hf = hf_directory(topo)
+    if not hf and not isinstance(topo.model, str):
         raise TopologyError(src, "data.format", f"format: {data.format} needs a preset model (one of "
-                                                f"{', '.join(sorted(PRESETS))}); a model factory reads its own "
-                                                f"data through data: {{factory, args}}")
+                                                f"{', '.join(sorted(PRESETS))}) or model: {{hf: DIR}}; a model "
+                                                f"factory reads its own data through data: {{factory, args}}")
     other = sorted(n for n in topo.encoders if n != "images")
     if other:
         raise TopologyError(src, "data.format", f"format: {data.format} carries images only; the topology has "
                                                 f"encoder '{other[0]}'")
-    longest = PRESETS[topo.model].language.seq_length
-    if data.seq_length > longest:
+    longest = _hf_positions(hf) if hf else PRESETS[topo.model].language.seq_length
+    if longest and data.seq_length > longest:
         raise TopologyError(src, "data.seq_length", f"{data.seq_length} is longer than the model's "
                                                     f"{longest} positions")
+    if not data.tokenizer:
+        if not hf:
+            raise TopologyError(src, "data.tokenizer", "required with a preset model (an HF tokenizer directory "
+                                                       "with a chat template)")
+        data = dataclasses.replace(data, tokenizer=hf)  # an HF model directory carries its tokenizer files
+        topo = dataclasses.replace(topo, data=data)
     for field, path, is_dir in (("path", data.path, False), ("tokenizer", data.tokenizer, True),
                                 ("heldout.path", data.heldout.path if data.heldout else "", False)):
         if path and not (os.path.isdir(path) if is_dir else os.path.isfile(path)):
@@ -90,3 +107,16 @@ def check_data(topo: Topology) -> Topology:
     if data.packing and not topo.train.packing:
         topo = dataclasses.replace(topo, train=dataclasses.replace(topo.train, packing=True))
     return topo
+
+
+def _hf_positions(directory: str) -> int:
+    """The language model's max_position_embeddings (0 when config.json is unreadable: topology/hf.py's
+    check reports that, once)."""
+    from mimo_runtime.topology.hf import read_config
+
+    try:
+        cfg = read_config(directory)[1]
+    except TopologyError:
+        return 0
+    positions = cfg.get("text_config", cfg).get("max_position_embeddings", DEFAULT_POSITIONS)
+    return positions if isinstance(positions, int) and positions > 0 else 0

@@ -2,7 +2,7 @@
 
 Everything `plan` checks, then what otherwise fails only after the ranks start: the model and data
 factories import, every module builds (once, on the `meta` device: model/meta.py), each pretrained
-file exists and its keys and shapes match the model, each freeze pattern matches a parameter, and
+file and each hf directory's tensor exists and its keys and shapes match the model, each freeze pattern matches a parameter, and
 the first samples of the data parse. Independent problems are all reported (topology/problems.py).
 On success it prints each module's parameters (trainable / frozen) and a per-rank memory estimate
 (check_memory.py), checked against --memory-per-rank.
@@ -56,6 +56,7 @@ def run(args) -> int:
     census = parameter_census(model, colocated, 0)
     check_freeze(topology, census, problems)
     check_pretrained(model, colocated, census, problems, skip=no_files)
+    check_hf(model, colocated, problems)
     check_data(topology, model, args.samples, problems)
     stop(problems, args.overrides)
 
@@ -161,6 +162,20 @@ def check_pretrained(model, plan, census, problems, skip=()) -> None:
                 _load_module(model, name, stored, spec, census[name], src, where)
             else:
                 _request(model, name, spec, read_dcp_metadata(_step_dir(spec, src, where)), src, where)
+
+
+def check_hf(model, plan, problems) -> None:
+    """model: {hf: DIR} / modules.NAME.hf: every tensor the model loads is in the directory with its
+    shape (the config was read by the validator and the meta build); the tensors are not read."""
+    from mimo_runtime.model.factory import HF_FACTORY, model_factory
+
+    text, args, _ = model_factory(plan.topology)
+    if text != HF_FACTORY:
+        return
+    from mimo_runtime.hf.factory import check_weights
+
+    with problems.guard():  # a directory that cannot be opened at all
+        problems.errors.extend(check_weights(model, args, plan))
 
 
 def check_data(topology, model, samples: int, problems) -> None:

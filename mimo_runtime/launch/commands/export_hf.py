@@ -62,12 +62,9 @@ def _load_model_tensors(model, path: str) -> None:
     from megatron.core.dist_checkpointing.strategies.torch import MCoreLoadPlanner
 
     from mimo_runtime.train import checkpoint_state as cs
-    from mimo_runtime.train.checkpoint_check import CheckpointError, check_files, check_tensors, read_dcp_metadata
+    from mimo_runtime.train.checkpoint_check import check_files, check_tensors, read_dcp_metadata
 
-    try:
-        tensors = cs.model_tensors(model)
-    except NotImplementedError as e:  # gated (SwiGLU) fc1 until checkpoints handle ShardedTensorFactory
-        raise CheckpointError(path, f"this model cannot be read from a checkpoint yet: {e}") from None
+    tensors = cs.model_tensors(model)  # gated (SwiGLU) fc1 included: checkpoint_state.py splits its factory
     metadata = read_dcp_metadata(path)
     check_files(path, metadata)
     check_tensors(path, metadata, cs.global_shapes(tensors))
