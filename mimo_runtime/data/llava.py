@@ -181,10 +181,6 @@ class LlavaDataset:
     def loss_tokens(self, ids: Sequence[int]) -> int:
         return sum(self.index.entries[i].loss_tokens for i in ids)
 
-    def content_tokens(self, ids: Sequence[int]) -> int:
-        """Non-padding tokens of these samples (after truncation): the metrics' nonpad_tokens_per_s."""
-        return sum(min(self.index.entries[i].length, self.seq_length) for i in ids)
-
     def step_metrics(self, ids: Sequence[int]) -> Dict[str, int]:
         """`data_truncated`: samples of this step cut to seq_length; `data_skipped`: bad records left out."""
         cut = sum(self.index.entries[i].length > self.seq_length for i in ids)
