@@ -1,5 +1,8 @@
 """`make demo`: train tiny-vlm on the digits task with the recipe in topologies/demo.yaml, then check it.
 
+0. the digits task as a LLaVA-format dataset under runs/demo-data/ (PNG images, JSONL conversations, an
+   HF tokenizer: data/demo_data.py), written on the first run and reused later; `--prepare-only` stops
+   here, for a user who then runs the train command below alone;
 1. `mimo-run train topologies/demo.yaml --eval-every 50 ...` (images on 2 data-parallel ranks ->
    language on 2 tensor-parallel ranks, 4 local processes), with progress, held-out evaluation,
    checkpoints and a trace: exactly what a user types, so the file alone reproduces the demo;
@@ -17,7 +20,7 @@ import shutil
 import statistics
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 TOPOLOGY = "topologies/demo.yaml"
 OUT = "runs/demo"
@@ -62,16 +65,34 @@ def draw_timeline(trace: str, png: str, steps: int) -> None:
     timeline.draw(chosen, labels, png, f"{TOPOLOGY}: training step {steps} on 4 ranks (white = idle: bubbles)")
 
 
-def main() -> int:
+def prepare_data(say) -> None:
+    from mimo_runtime.data import demo_data
+
+    t0 = time.time()
+    if demo_data.prepare():
+        say(f"[0/3] wrote the digits task in LLaVA format to {demo_data.DEFAULT_DIR}/ in {time.time() - t0:.0f} s "
+            f"(images/*.png, train.jsonl, heldout.jsonl, tokenizer/)")
+    else:
+        say(f"[0/3] reusing the LLaVA-format dataset in {demo_data.DEFAULT_DIR}/")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
     from mimo_runtime.topology import load_topology
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv not in ([], ["--prepare-only"]):
+        print("usage: python -m mimo_runtime.launch.demo [--prepare-only]", file=sys.stderr)
+        return 2
+    say = lambda text: print(text, flush=True)  # noqa: E731 - progress goes to stderr, results to stdout
+    prepare_data(say)
+    if argv:
+        return 0
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT)
     topo = load_topology(TOPOLOGY)
     t = topo.train
-    say = lambda text: print(text, flush=True)  # noqa: E731 - progress goes to stderr, results to stdout
-    say(f"demo: tiny-vlm on the digits task, {TOPOLOGY} (images dp2 -> language tp2, 4 processes)")
+    say(f"demo: tiny-vlm on the digits task (LLaVA format), {TOPOLOGY} (images dp2 -> language tp2, 4 processes)")
     say(f"      {t.steps} steps of {t.global_batch} samples, lr {t.lr} (images {topo.modules['images'].optimizer.lr}), "
         f"warm-up + cosine; held-out eval every {EVAL_EVERY} steps")
     t0 = time.time()
