@@ -347,13 +347,18 @@ class Executor:
 
 def _fault_from_env(rank: int) -> Optional[Tuple[int, str]]:
     """`MIMO_INJECT_FAULT=RANK:STEP[:exit|raise|hang]` kills, fails or hangs one rank mid-step (tests)."""
-    spec = os.environ.get("MIMO_INJECT_FAULT")
+    return injection_from_env("MIMO_INJECT_FAULT", rank, "exit")
+
+
+def injection_from_env(name: str, rank: int, default: str) -> Optional[Tuple[int, str]]:
+    """A test hook `NAME=RANK:STEP[:KIND]`: (0-based step, kind) when it names this rank."""
+    spec = os.environ.get(name)
     if not spec:
         return None
     parts = spec.split(":")
     if int(parts[0]) != rank:
         return None
-    return int(parts[1]), parts[2] if len(parts) > 2 else "exit"
+    return int(parts[1]), parts[2] if len(parts) > 2 else default
 
 
 def _inject(kind: str, rank: int) -> None:

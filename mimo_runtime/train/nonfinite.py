@@ -7,7 +7,6 @@ with `train.skip_nonfinite: true`, drop the step's gradients and count it. `MIMO
 """
 
 import math
-import os
 from typing import Dict, Optional, Tuple
 
 from mimo_runtime.errors import UserError
@@ -37,13 +36,9 @@ def nonfinite_error(step: int, what: str, module: str, value: float) -> NonFinit
 
 def nan_from_env(rank: int) -> Optional[Tuple[int, str]]:
     """`MIMO_INJECT_NAN=RANK:STEP[:grad|loss]`: (0-based step, where) when it names this rank."""
-    spec = os.environ.get(NAN_ENV)
-    if not spec:
-        return None
-    parts = spec.split(":")
-    if int(parts[0]) != rank:
-        return None
-    return int(parts[1]), parts[2] if len(parts) > 2 else "grad"
+    from mimo_runtime.train.executor import injection_from_env
+
+    return injection_from_env(NAN_ENV, rank, "grad")
 
 
 def inject_nan(model, where: str, loss_sum: float) -> float:
