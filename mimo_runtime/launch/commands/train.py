@@ -48,8 +48,6 @@ def add_arguments(p) -> None:
 
 
 def run_config(args, topology):
-    from mimo_runtime.train.loop import RunConfig
-
     t = topology.train
     nproc = args.nproc or (1 if args.colocated else topology.world_size)
     if not args.colocated and nproc != topology.world_size:
@@ -60,6 +58,8 @@ def run_config(args, topology):
     options = _product_options(args)
     if args.metrics and not args.resume:
         open(args.metrics, "w").close()  # a resumed run appends its steps
+    from mimo_runtime.train.loop import RunConfig  # torch and megatron: after the flags are checked
+
     return RunConfig(steps=args.steps or t.steps, seed=t.seed if args.seed is None else args.seed,
                      colocated=args.colocated, nproc=nproc, schedule=args.schedule or t.schedule,
                      metrics_path=args.metrics, timeout_s=args.timeout or t.timeout_s, frozen_lead=args.frozen_lead,
@@ -103,6 +103,7 @@ def run(args) -> int:
     from mimo_runtime.topology import load_topology
 
     topology = load_topology(args.topology, run_overrides(args))
+    _product_options(args)  # bad flags fail before the factories' imports
     preflight(topology)  # model/data factories import here once, before any rank starts
     cfg = run_config(args, topology)
     if args.ray:
