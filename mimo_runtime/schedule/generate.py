@@ -85,10 +85,11 @@ def _chunked(plan: Plan, graph: StageGraph, trains: Dict[Node, bool], kind: str,
     candidates = []
     for group in groupings:
         candidates += _orders(plan, graph, trains, kind, m, slack, ahead, group, greedy=in_graph)
-    if len(candidates) > 1:
-        times = [simulate(_as_schedule(graph, trains, kind, m, t)).makespan for t in candidates]
-        return _actions(graph, trains, kind, candidates[min(range(len(times)), key=lambda k: (times[k], k))])
-    return _actions(graph, trains, kind, candidates[0])
+    lists = [_actions(graph, trains, kind, t) for t in candidates]
+    if len(lists) > 1:
+        times = [simulate(Schedule(kind, m, graph, acts, trains)).makespan for acts in lists]
+        return lists[min(range(len(times)), key=lambda k: (times[k], k))]
+    return lists[0]
 
 
 def _orders(plan: Plan, graph: StageGraph, trains: Dict[Node, bool], kind: str, m: int, slack: int, ahead: set,
@@ -135,10 +136,6 @@ def _settle(run, warm, fwd, group, caps=None):
             warm[n] = min(warm[n] + group[n], len(fwd[n]))
             if caps is not None:
                 caps[n] = min(warm[n] + 1, len(fwd[n]))
-
-
-def _as_schedule(graph, trains, kind, m, tasks) -> Schedule:
-    return Schedule(kind, m, graph, _actions(graph, trains, kind, tasks), trains)
 
 
 def _actions(graph: StageGraph, trains: Dict[Node, bool], kind: str, tasks) -> Dict[Node, List[Action]]:
