@@ -43,3 +43,18 @@ def test_latency_bound_links_keep_1f1b_shapes_and_report_the_gain():
     result = auto_plan(problem(hw=Hardware()))
     assert result.best.gain >= 1.0
     assert result.best.schedule in ("1f1b", "zero_bubble", "interleaved_1f1b")
+
+
+def test_the_memory_model_counts_interleavings_extra_chunk_forwards():
+    from mimo_runtime.autoplan.memory import rank_memory
+
+    def topo(schedule, vpp):
+        return make_plan(topology_from_dict({"model": "tiny-lm-8", "modules": {"language": {
+            "kind": "language", "parallel": {"pp": 4, "vpp": vpp}}}, "train": {
+            "global_batch": 16, "micro_batch": 2, "schedule": schedule}}, "t.yaml"))
+
+    plain, zb = rank_memory(topo("1f1b", 1), PRESETS["tiny-lm-8"]), rank_memory(topo("zero_bubble", 1), PRESETS["tiny-lm-8"])
+    inter = rank_memory(topo("interleaved_1f1b", 2), PRESETS["tiny-lm-8"])
+    assert [zb[r].activations for r in range(4)] == pytest.approx([plain[r].activations for r in range(4)])
+    # rank 0: 11 chunk forwards of half a stage each (megatron's warm-up + 1) against 1F1B's 4 stages
+    assert inter[0].activations == pytest.approx(plain[0].activations * 5.5 / 4)

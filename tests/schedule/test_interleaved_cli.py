@@ -61,3 +61,17 @@ def test_1f1b_on_a_chunked_topology_is_one_error_line(topology, capsys):
     assert err.strip().splitlines() == [
         "error: --schedule: modules ['images', 'language'] have vpp > 1: 1f1b runs one chunk per rank; use "
         "interleaved_1f1b, zero_bubble or gpipe"]
+
+
+def test_the_timeline_labels_chunks_and_counts_w_as_compute():
+    from mimo_runtime.launch.commands.timeline import COLORS, busy_fractions, label
+
+    def event(action, kind, ts, dur):
+        return {"name": action.split(":")[1], "ph": "X", "ts": ts, "dur": dur, "pid": 0,
+                "args": {"action": action, "kind": kind, "step": 0, "phase": "train"}}
+
+    events = [event("language.0c1:F3", "F", 0, 10), event("language.0c1:W3", "W", 10, 5),
+              event("language.0:RECV_B3<language.1", "RECV_B", 15, 5)]
+    assert [label(e) for e in events[:2]] == ["c1:F3", "c1:W3"]
+    assert busy_fractions(events) == {0: pytest.approx(15 / 20)}
+    assert "W" in COLORS
