@@ -7,6 +7,7 @@ real dimensions (LLaVA-1.5-7B/13B, SigLIP-so400m + Qwen2-7B, Llama-3-8B) are for
 `plan --auto` and memory estimates only: their weights come from HuggingFace directories.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional
 
@@ -93,6 +94,8 @@ PRESETS: Dict[str, PresetDims] = {
     "tiny-vlm": PresetDims("tiny-vlm", _LANGUAGE, {"images": _IMAGES}),
     "tiny-avlm": PresetDims("tiny-avlm", _LANGUAGE, {"images": _IMAGES, "audio": _AUDIO}),
     "tiny-lm": PresetDims("tiny-lm", _LANGUAGE, {}),
+    # 8 layers: pp4 x vpp2 gives every virtual stage one layer
+    "tiny-lm8": PresetDims("tiny-lm8", dataclasses.replace(_LANGUAGE, layers=8), {}),
     "tiny-llama": PresetDims("tiny-llama", _LLAMA, {}),
     "tiny-llava": PresetDims("tiny-llava", _LLAMA, {"images": _IMAGES}),
     "tiny-qwen2-vlm": PresetDims("tiny-qwen2-vlm", _QWEN2, {"images": _IMAGES}),

@@ -188,6 +188,6 @@ class MimoCompute:
             all_reduce_grads(module_parameters(self.model, name), pgs.dp_cp)
             lm = self.model.language_model
             if name == LANG and self.plan.modules[LANG].pp > 1 and lm.share_embeddings_and_output_weights:
-                shared = lm.shared_embedding_or_output_weight()
+                shared = self.model.shared_embedding_or_output_weight()
                 if shared is not None:
                     all_reduce_grads([shared], pgs.embd)
