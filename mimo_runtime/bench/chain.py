@@ -92,7 +92,8 @@ class ChainCompute:
         n = self.cfg.micro_batch
         return t[mb * n:(mb + 1) * n]
 
-    def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st) -> torch.Tensor:
+    def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st,
+                chunk: int = 0) -> torch.Tensor:
         x, target = self._batch(step)
         h = self._rows(x, mb) if self.stage == 0 else inputs[LANG]
         out = self.module(h)
