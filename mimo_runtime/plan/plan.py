@@ -37,6 +37,11 @@ class ModulePlan:
     pp: int
     frozen: bool = False
     sequence_parallel: bool = False  # megatron SP: the sequence is split over the TP ranks too
+    vpp: int = 1  # virtual stages (model chunks) per rank: chunk c of stage p is virtual stage c * pp + p
+
+    def virtual_stage(self, pp: int, chunk: int) -> int:
+        """Megatron's interleaving: which of the module's vpp * pp layer blocks chunk `chunk` of stage `pp` holds."""
+        return chunk * self.pp + pp
 
     @property
     def sequence_shards(self) -> int:
@@ -149,7 +154,7 @@ def make_plan(topology: Topology, world_size: Optional[int] = None) -> Plan:
         raise ArgumentError("--world-size", f"{world_size} != {needed}, the ranks topology "
                                             f"{topology.source} needs")
     modules = {n: ModulePlan(n, m.kind, m.rank_offset, m.ranks, m.parallel.tp, m.parallel.cp,
-                             m.parallel.dp, m.parallel.pp, m.frozen, m.sequence_parallel)
+                             m.parallel.dp, m.parallel.pp, m.frozen, m.sequence_parallel, m.parallel.vpp)
                for n, m in topology.modules.items()}
     spans = {(m.rank_offset, m.size) for m in modules.values()}
     one_stage = all(m.pp == 1 for m in modules.values())

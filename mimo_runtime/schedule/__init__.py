@@ -1,11 +1,12 @@
-"""Schedules as data: per-stage-node action lists for 1F1B / GPipe / forward-only over the module DAG,
+"""Schedules as data: per-stage-node action lists for 1F1B / GPipe / forward-only / interleaved 1F1B /
+zero bubble over the module DAG,
 a validator that proves them deadlock-free, and a simulator (makespan, bubble, in-flight activations).
 
 Pure Python: no torch, no torch.distributed, no model imports.
 """
 
 from mimo_runtime.schedule.actions import (
-    B, F, KINDS, NO_MICROBATCH, OPT_STEP, RECV_B, RECV_F, REDUCE_GRADS, SEND_B, SEND_F, Action, Node, parse_action)
+    B, F, W, KINDS, NO_MICROBATCH, OPT_STEP, RECV_B, RECV_F, REDUCE_GRADS, SEND_B, SEND_F, Action, Node, parse_action)
 from mimo_runtime.schedule.errors import ScheduleError
 from mimo_runtime.schedule.generate import SCHEDULE_KINDS, build_schedule
 from mimo_runtime.schedule.graph import COLOCATED, Schedule, StageGraph, node_name, stage_graph
@@ -14,7 +15,7 @@ from mimo_runtime.schedule.simulate import Costs, SimResult, rendezvous_deadlock
 from mimo_runtime.schedule.steps import STEP_LISTS, build_steps, step_lists
 from mimo_runtime.schedule.validate import validate
 
-__all__ = ["Action", "Node", "parse_action", "F", "B", "SEND_F", "RECV_F", "SEND_B", "RECV_B", "REDUCE_GRADS",
+__all__ = ["Action", "Node", "parse_action", "F", "B", "W", "SEND_F", "RECV_F", "SEND_B", "RECV_B", "REDUCE_GRADS",
            "OPT_STEP", "KINDS", "NO_MICROBATCH", "COLOCATED", "Schedule", "StageGraph", "stage_graph", "node_name",
            "SCHEDULE_KINDS", "build_schedule", "build_steps", "step_lists", "STEP_LISTS", "format_grid", "format_timeline", "Costs", "SimResult", "simulate",
            "rendezvous_deadlock", "validate", "ScheduleError"]

@@ -1,4 +1,5 @@
-"""Generators: Plan + microbatch count -> one action list per stage node (1F1B, GPipe, forward-only).
+"""Generators: Plan + microbatch count -> one action list per stage node (1F1B, GPipe, forward-only,
+interleaved 1F1B and zero bubble; the last two in interleave.py).
 
 1F1B follows upstream's multimodule schedule: a node warms up with as many forwards as its longest
 path (in stages) to the last language stage, capped at m, then alternates one forward and one
@@ -12,10 +13,12 @@ from typing import Dict, Iterable, List
 
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
 from mimo_runtime.schedule.actions import (
-    B, F, OPT_STEP, RECV_B, RECV_F, REDUCE_GRADS, SEND_B, SEND_F, Action, Node, step_action)
+    B, F, OPT_STEP, RECV_B, RECV_F, REDUCE_GRADS, SEND_B, SEND_F, W, Action, Node, step_action)
 from mimo_runtime.schedule.graph import COLOCATED, Schedule, StageGraph, depth_to_sink, stage_graph
+from mimo_runtime.schedule.interleave import (
+    backward_order, emit, forward_order, insert_weight_grads, one_f_one_b, warmups)
 
-SCHEDULE_KINDS = ("1f1b", "gpipe", "forward")
+SCHEDULE_KINDS = ("1f1b", "gpipe", "forward", "interleaved_1f1b", "zero_bubble")
 
 
 def build_schedule(plan: Plan, num_microbatches: int, kind: str = "1f1b",
@@ -46,6 +49,13 @@ def build_schedule(plan: Plan, num_microbatches: int, kind: str = "1f1b",
     m = num_microbatches
     if graph.nodes == ((COLOCATED, 0),):
         actions = {graph.nodes[0]: _colocated(kind, m)}
+    elif kind == "1f1b" and graph.interleaved:
+        chunked = sorted({n for n, _ in graph.nodes if graph.num_chunks((n, 0)) > 1})
+        raise ValueError(f"modules {chunked} have vpp > 1: 1f1b runs one chunk per rank; use interleaved_1f1b, "
+                         "zero_bubble or gpipe")
+    elif kind in ("interleaved_1f1b", "zero_bubble") or graph.interleaved:
+        ahead = {node for node in graph.nodes if frozen_ahead and _frozen_projection(plan, node, frozen_all)}
+        actions = _chunked(plan, graph, trains, kind, m, slack, ahead)
     else:
         depth = depth_to_sink(graph)
         ahead = {node for node in graph.nodes if frozen_ahead and _frozen_projection(plan, node, frozen_all)}
@@ -53,6 +63,42 @@ def build_schedule(plan: Plan, num_microbatches: int, kind: str = "1f1b",
                                        m if node in ahead else depth[node] + (slack if depth[node] else 0))
                    for node in graph.nodes}
     return Schedule(kind, m, graph, actions, trains)
+
+
+def _chunked(plan: Plan, graph: StageGraph, trains: Dict[Node, bool], kind: str, m: int, slack: int,
+             ahead: set) -> Dict[Node, List[Action]]:
+    """Lists built from per-node task orders (interleave.py): interleaved 1F1B, zero bubble, and
+    GPipe or forward-only with chunks."""
+    group = {n: plan.modules[n[0]].pp for n in graph.nodes}  # megatron: microbatch_group_size_per_vp_stage = pp
+    if kind == "zero_bubble" and not graph.interleaved:
+        depth = depth_to_sink(graph)  # ZB-H1: 1F1B's order and warm-up, W's deferred
+        warm = dict(depth)
+    else:
+        warm = warmups(graph, trains, group, m)
+    sink = graph.nodes[-1]
+    tasks = {}
+    for node in graph.nodes:
+        v = graph.num_chunks(node)
+        fwd = forward_order(v, group[node], m)
+        if not trains[node] or kind == "forward":
+            tasks[node] = [(F, c, j) for c, j in fwd]
+            continue
+        n = m if node in ahead else warm[node] + (slack if node != sink else 0)
+        if kind == "gpipe":
+            n = len(fwd)
+        warm[node] = min(n, len(fwd))
+        tasks[node] = one_f_one_b(fwd, backward_order(v, group[node], m), warm[node])
+    if kind == "zero_bubble":
+        tasks = insert_weight_grads(graph, tasks, {n: warm[n] + 1 for n in graph.nodes})
+    out = {}
+    for node in graph.nodes:
+        acts = emit(graph, trains, node, tasks[node])
+        if kind != "forward":
+            if trains[node]:
+                acts.append(step_action(REDUCE_GRADS, node))
+            acts.append(step_action(OPT_STEP, node))
+        out[node] = acts
+    return out
 
 
 def _trains(plan: Plan, graph: StageGraph, frozen_all: frozenset) -> Dict[Node, bool]:
@@ -85,6 +131,8 @@ def _colocated(kind: str, m: int) -> List[Action]:
     bwd = [Action(B, COLOCATED, 0, mb) for mb in range(m)]
     if kind == "gpipe":
         body = fwd + bwd
+    elif kind == "zero_bubble":  # one rank: nothing to fill, every W right after its B
+        body = [a for mb in range(m) for a in (fwd[mb], bwd[mb], Action(W, COLOCATED, 0, mb))]
     else:
         body = [a for pair in zip(fwd, bwd) for a in pair]
     return body + [step_action(REDUCE_GRADS, node), step_action(OPT_STEP, node)]

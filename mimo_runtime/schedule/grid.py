@@ -28,7 +28,7 @@ def format_grid(schedule: Schedule, marks: Optional[Dict[Node, int]] = None,
         if window is not None and len(acts) > window:
             lo = max(0, min((mark or 0) - window // 2, len(acts) - window))
             hi = lo + window
-        cells = [f"[{a.body()}]" if i == mark else a.body() for i, a in enumerate(acts[lo:hi], lo)]
+        cells = [f"[{a.cell()}]" if i == mark else a.cell() for i, a in enumerate(acts[lo:hi], lo)]
         if mark is not None and mark >= len(acts):
             cells.append("[end]")
         head = f"#{lo} ... " if lo else ""

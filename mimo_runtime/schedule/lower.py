@@ -98,9 +98,10 @@ def _assemble(keyed, rank: int, inner: Inner) -> Program:
 
 
 def _message(a: Action, node) -> tuple:
-    """(direction, mb, chunk, sender node, receiver node): the same key at both ends."""
-    src, dst = (node, a.peer) if a.kind in SEND_KINDS else (a.peer, node)
-    return a.kind[-1], a.mb, a.chunk, src, dst
+    """(direction, mb, sender node, its chunk, receiver node, its chunk): the same key at both ends."""
+    if a.kind in SEND_KINDS:
+        return a.kind[-1], a.mb, node, a.chunk, a.peer, a.peer_chunk
+    return a.kind[-1], a.mb, a.peer, a.peer_chunk, node, a.chunk
 
 
 def _receive_times(schedule: Schedule, sim) -> Dict[tuple, float]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from mimo_runtime.schedule.actions import (
-    B, F, OPT_STEP, RECV_B, RECV_F, REDUCE_GRADS, SEND_B, SEND_F, SEND_KINDS, Action, Node)
+    B, F, OPT_STEP, RECV_B, RECV_F, REDUCE_GRADS, SEND_B, SEND_F, SEND_KINDS, W, Action, Node)
 from mimo_runtime.schedule.errors import ScheduleError, error_at
 from mimo_runtime.schedule.graph import Schedule, node_name
 
@@ -25,7 +25,8 @@ _COMPUTE, _SEND, _RECV, _BARRIER = 0, 1, 2, 3
 @dataclass(frozen=True)
 class Costs:
     forward: Cost = 1.0
-    backward: Cost = 1.0
+    backward: Cost = 1.0  # B: the whole backward, or its input-gradient half in a zero-bubble list
+    weight: Cost = 1.0  # W: the weight-gradient half of a zero-bubble backward
     reduce_grads: Cost = 0.0
     opt_step: Cost = 0.0
     latency: float = 0.0
@@ -35,7 +36,8 @@ class Costs:
     bytes: Union[None, Mapping, Callable[[Node, Node], float]] = None
 
     def compute(self, kind: str, node: Node) -> float:
-        table = {F: self.forward, B: self.backward, REDUCE_GRADS: self.reduce_grads, OPT_STEP: self.opt_step}[kind]
+        table = {F: self.forward, B: self.backward, W: self.weight, REDUCE_GRADS: self.reduce_grads,
+                 OPT_STEP: self.opt_step}[kind]
         return float(_lookup(table, (node, node[0]), f"{kind} cost of {node_name(node)}"))
 
     def comm(self, upstream: Node, downstream: Node) -> float:
@@ -61,9 +63,9 @@ def _lookup(table, keys, what: str) -> float:
 @dataclass(frozen=True)
 class SimResult:
     makespan: float
-    busy: Dict[Node, float]  # F, B, REDUCE_GRADS and OPT_STEP time; waiting is idle
+    busy: Dict[Node, float]  # F, B, W, REDUCE_GRADS and OPT_STEP time; waiting is idle
     bubble_fraction: float  # idle share of nodes x makespan
-    peak_inflight: Dict[Node, int]  # most forwards awaiting their backward (0 on nodes without backward)
+    peak_inflight: Dict[Node, int]  # most forwards awaiting their backward (their W in zero bubble; 0 without)
     start: Dict[Node, List[float]]  # per action, parallel to schedule.actions[node]
     end: Dict[Node, List[float]]
 
@@ -71,14 +73,14 @@ class SimResult:
 @dataclass
 class _Program:
     ops: List[List[Tuple[int, int, float]]]  # per node: (code, message id, duration or transit time)
-    slots: List[tuple]  # message id // m -> (direction, chunk, src node, dst node)
+    slots: List[tuple]  # message id // m -> (direction, src node, src chunk, dst node, dst chunk)
     m: int
     send_at: List[Optional[Tuple[int, int]]]  # message id -> (node index, action index) of its send
 
     def key(self, mid: int) -> tuple:
-        """(direction, mb, chunk, src node, dst node) of a message."""
-        direction, chunk, src, dst = self.slots[mid // self.m]
-        return direction, mid % self.m, chunk, src, dst
+        """(direction, mb, src node, src chunk, dst node, dst chunk) of a message."""
+        direction, src, sc, dst, dc = self.slots[mid // self.m]
+        return direction, mid % self.m, src, sc, dst, dc
 
 
 def simulate(schedule: Schedule, costs: Optional[Costs] = None) -> SimResult:
@@ -163,7 +165,7 @@ def rendezvous_deadlock(schedule: Schedule) -> Optional[ScheduleError]:
                     continue
                 if code == _BARRIER:
                     break
-                src, dst = prog.key(mid)[3:]
+                _, _, src, _, dst, _ = prog.key(mid)
                 partner = index.get(dst if code == _SEND else src, -1)
                 if partner != i and blocked.get(partner) == mid:
                     del blocked[partner]
@@ -192,20 +194,20 @@ def _compile(schedule: Schedule, costs: Costs) -> _Program:
     """
     m = schedule.num_microbatches
     slot_of: Dict[tuple, int] = {}
-    slots: List[tuple] = []  # slot -> (direction, chunk, src node, dst node)
+    slots: List[tuple] = []  # slot -> (direction, src node, src chunk, dst node, dst chunk)
     transit: List[float] = []
     send_at: List[Optional[Tuple[int, int]]] = []
     all_ops = []
     for ni, node in enumerate(schedule.nodes):
-        fixed = {kind: (_COMPUTE, -1, costs.compute(kind, node)) for kind in (F, B, REDUCE_GRADS)}
+        fixed = {kind: (_COMPUTE, -1, costs.compute(kind, node)) for kind in (F, B, W, REDUCE_GRADS)}
         fixed[OPT_STEP] = (_BARRIER, -1, costs.compute(OPT_STEP, node))
-        local: Dict[tuple, Tuple[int, int]] = {}  # (kind, chunk, peer) -> (code, slot base)
+        local: Dict[tuple, Tuple[int, int]] = {}  # (kind, chunk, peer, peer chunk) -> (code, slot base)
         ops = []
         add = ops.append
         for k, a in enumerate(schedule.actions[node]):
             op = fixed.get(a.kind)
             if op is None:
-                lk = (a.kind, a.chunk, a.peer)
+                lk = (a.kind, a.chunk, a.peer, a.peer_chunk)
                 code_base = local.get(lk)
                 if code_base is None:
                     code_base = local[lk] = _slot(a, node, m, slot_of, slots, transit, send_at, costs)
@@ -225,8 +227,9 @@ def _compile(schedule: Schedule, costs: Costs) -> _Program:
 def _slot(a: Action, node: Node, m: int, slot_of, slots, transit, send_at, costs: Costs) -> Tuple[int, int]:
     send = a.kind in SEND_KINDS
     src, dst = (node, a.peer) if send else (a.peer, node)
+    sc, dc = (a.chunk, a.peer_chunk) if send else (a.peer_chunk, a.chunk)
     direction = a.kind[-1]
-    key = (direction, a.chunk, src, dst)
+    key = (direction, src, sc, dst, dc)
     if key not in slot_of:
         slot_of[key] = len(slots)
         slots.append(key)
@@ -236,13 +239,15 @@ def _slot(a: Action, node: Node, m: int, slot_of, slots, transit, send_at, costs
 
 
 def _peak_inflight(actions: List[Action]) -> int:
+    """A forward's activations live until its backward, or until its W where the backward is split."""
     live = peak = 0
+    release = W if any(a.kind == W for a in actions) else B
     has_backward = False
     for a in actions:
         if a.kind == F:
             live += 1
             peak = max(peak, live)
-        elif a.kind == B:
+        elif a.kind == release:
             live -= 1
             has_backward = True
     return peak if has_backward else 0
@@ -265,12 +270,12 @@ def _deadlock(schedule: Schedule, prog: _Program, pc: List[int], semantics: str)
             absent += [node_name(nodes[j]) for j in range(len(nodes)) if j not in stuck]
             lines.append(f"  {action} waits for every node at OPT_STEP; never there: {', '.join(absent)}")
             break
-        direction, mb, chunk, src, dst = prog.key(mid)
+        direction, mb, src, sc, dst, dc = prog.key(mid)
         if code == _SEND:
-            other = Action(RECV_F if direction == "F" else RECV_B, dst[0], dst[1], mb, chunk, src)
+            other = Action(RECV_F if direction == "F" else RECV_B, dst[0], dst[1], mb, dc, src, sc)
             pos = _position(schedule, dst, other)
         else:
-            other = Action(SEND_F if direction == "F" else SEND_B, src[0], src[1], mb, chunk, dst)
+            other = Action(SEND_F if direction == "F" else SEND_B, src[0], src[1], mb, sc, dst, dc)
             pos = prog.send_at[mid]
             pos = (nodes[pos[0]], pos[1]) if pos is not None else None
         if pos is None:

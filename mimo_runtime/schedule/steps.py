@@ -76,7 +76,8 @@ def _segments(actions: List[Action]) -> List[List[Action]]:
 
 
 def _shift(a: Action, s: int, m: int) -> Action:
-    return a if a.kind == OPT_STEP or a.mb < 0 else Action(a.kind, a.module, a.stage, a.mb + s * m, a.chunk, a.peer)
+    return a if a.kind == OPT_STEP or a.mb < 0 else Action(a.kind, a.module, a.stage, a.mb + s * m, a.chunk, a.peer,
+                                                                 a.peer_chunk)
 
 
 def _node_steps(one: Schedule, node: Node, steps: int, lead: int, leading: Set[Node]) -> List[Action]:

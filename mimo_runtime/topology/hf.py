@@ -129,3 +129,24 @@ def check_hf_parts(topo) -> None:
 # how a separately saved vision tower is read (LLaVA-1.5 for CLIP; SigLIP LLaVAs take the last layer, all rows)
 PART_FEATURE_LAYER = {"CLIPVisionModel": -2, "SiglipVisionModel": -1}
 PART_FEATURE_SELECT = {"CLIPVisionModel": "default", "SiglipVisionModel": "full"}
+
+
+def layer_counts(topo) -> Dict[str, int]:
+    """Layers each module runs, from its HF config(s): what pp (and vpp * pp) must divide."""
+    out: Dict[str, int] = {}
+    if any(m.hf for m in topo.modules.values()):
+        for name, m in topo.modules.items():
+            path, cfg = read_config(m.hf)
+            c = cfg.get("vision_config", cfg)
+            arch = architecture(path, cfg)
+            total = _int(path, c, "num_hidden_layers")
+            out[name] = total if m.kind == "language" else feature_layers(path, total, PART_FEATURE_LAYER.get(arch, -1))
+        return out
+    path, cfg = read_config(topo.model.hf)
+    arch = architecture(path, cfg)
+    text = cfg.get("text_config", {}) if arch == LLAVA else cfg
+    out[topo.language.name] = _int(path, text, "num_hidden_layers")
+    for name in topo.encoders:
+        out[name] = feature_layers(path, _int(path, cfg.get("vision_config", {}), "num_hidden_layers"),
+                                   cfg.get("vision_feature_layer", -2))
+    return out

@@ -94,8 +94,10 @@ PRESETS: Dict[str, PresetDims] = {
     "tiny-vlm": PresetDims("tiny-vlm", _LANGUAGE, {"images": _IMAGES}),
     "tiny-avlm": PresetDims("tiny-avlm", _LANGUAGE, {"images": _IMAGES, "audio": _AUDIO}),
     "tiny-lm": PresetDims("tiny-lm", _LANGUAGE, {}),
-    # 8 layers: pp4 x vpp2 gives every virtual stage one layer
-    "tiny-lm8": PresetDims("tiny-lm8", dataclasses.replace(_LANGUAGE, layers=8), {}),
+    # 8 layers: room for pp4 x vpp2 (interleaved and zero-bubble tests)
+    "tiny-lm-8": PresetDims("tiny-lm-8", dataclasses.replace(_LANGUAGE, layers=8), {}),
+    "tiny-vlm-8": PresetDims("tiny-vlm-8", dataclasses.replace(_LANGUAGE, layers=8),
+                             {"images": dataclasses.replace(_IMAGES, layers=4)}),
     "tiny-llama": PresetDims("tiny-llama", _LLAMA, {}),
     "tiny-llava": PresetDims("tiny-llava", _LLAMA, {"images": _IMAGES}),
     "tiny-qwen2-vlm": PresetDims("tiny-qwen2-vlm", _QWEN2, {"images": _IMAGES}),

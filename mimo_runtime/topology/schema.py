@@ -30,6 +30,8 @@ class Parallel:
     cp: int = spec(1, "context-parallel size (language model only)", positive=True)
     dp: int = spec(0, "data-parallel size; default: ranks / (tp * cp * pp), or 1 without ranks", positive=True)
     pp: int = spec(1, "pipeline-parallel size", positive=True)
+    vpp: int = spec(1, "virtual pipeline stages per rank (interleaved schedules); vpp * pp must divide the layers",
+                    positive=True)
 
     @property
     def size(self) -> int:
@@ -39,6 +41,7 @@ class Parallel:
 OPTIMIZERS = ("adamw", "sgd")
 LR_SCHEDULES = ("constant", "warmup_cosine", "warmup_linear")
 PRECISIONS = ("fp32", "bf16")
+SCHEDULES = ("1f1b", "gpipe", "interleaved_1f1b", "zero_bubble")
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,9 @@ class Train:
     optimizer: Optimizer = spec(factory=Optimizer, doc="optimizer and lr schedule defaults for every module")
     precision: str = spec("fp32", "default compute precision of every module: fp32 or bf16", choices=PRECISIONS)
     grad_clip: float = spec(1.0, "global gradient-norm clip across all modules; 0 disables", min_value=0.0)
-    schedule: str = spec("1f1b", "pipeline schedule", choices=("1f1b", "gpipe"))
+    schedule: str = spec("1f1b", "pipeline schedule: 1f1b, gpipe, interleaved_1f1b (needs a module with vpp > 1) "
+                                 "or zero_bubble (backward split into input and weight gradients)",
+                         choices=SCHEDULES)
     seed: int = spec(1234, "seed for initialization and data", min_value=0)
     timeout_s: float = spec(120.0, "seconds any rank waits on a collective or a peer", positive=True)
     packing: bool = spec(False, "pack each microbatch's samples into one THD sequence, without their padding")

@@ -6,7 +6,7 @@ from typing import Dict, List, Tuple
 
 from mimo_runtime.errors import TopologyError
 from mimo_runtime.factories import check_form
-from mimo_runtime.topology.hf import check_hf_model, check_hf_parts
+from mimo_runtime.topology.hf import check_hf_model, check_hf_parts, layer_counts
 from mimo_runtime.topology.data import check_data
 from mimo_runtime.topology.presets import PRESETS
 from mimo_runtime.topology.problems import Problems
@@ -292,6 +292,56 @@ def _check_batch_sizes(topo: Topology) -> None:
                                 f"{da} does not divide the {per_mb} samples of a microbatch (micro_batch x language dp)")
 
 
+INTERLEAVING = ("interleaved_1f1b", "zero_bubble", "gpipe")  # schedules that run modules with vpp > 1
+
+
+def _check_virtual_stages(topo: Topology, problems: Problems) -> None:
+    """`parallel.vpp` and `train.schedule`: chunk c of stage p holds virtual stage c * pp + p (megatron's
+    interleaving), so vpp * pp splits the layers, and megatron's microbatch rule for interleaving holds."""
+    src, schedule = topo.source, topo.train.schedule
+    layers = _layers(topo)
+    chunked = {n: m for n, m in topo.modules.items() if m.parallel.vpp > 1}
+    for n, m in chunked.items():
+        p, path = m.parallel, f"modules.{n}.parallel.vpp"
+        if p.pp == 1:
+            problems.add(path, f"vpp={p.vpp} needs pp > 1 (chunk c of stage p is virtual stage c * pp + p)")
+        elif n in layers and layers[n] % p.pp == 0 and layers[n] % (p.pp * p.vpp):
+            problems.add(path, f"vpp * pp = {p.vpp} * {p.pp} = {p.vpp * p.pp} does not divide the {layers[n]} "
+                               f"layers of module '{n}'")
+        if m.frozen:
+            problems.add(path, "a frozen encoder runs vpp 1 (its trainable projection sits on its last stage)")
+        if schedule not in INTERLEAVING:
+            problems.add(path, f"vpp={p.vpp} needs train.schedule interleaved_1f1b, zero_bubble or gpipe "
+                               f"(got {schedule})")
+    if schedule == "interleaved_1f1b" and not chunked:
+        problems.add("train.schedule", "interleaved_1f1b needs a module with parallel.vpp > 1")
+    t, ldp = topo.train, topo.language.parallel.dp
+    per_mb = t.micro_batch * ldp
+    if t.global_batch % per_mb:
+        return  # _check_batches reports it; the microbatch count is undefined
+    m = t.global_batch // per_mb
+    for n, mod in chunked.items():
+        if mod.parallel.pp > 1 and m % mod.parallel.pp:
+            problems.add("train.global_batch",
+                         f"{m} microbatches per step (global_batch / (micro_batch x language dp)) is not a multiple "
+                         f"of pp={mod.parallel.pp} of module '{n}' with vpp={mod.parallel.vpp} (megatron's "
+                         "interleaving runs microbatches in groups of pp per virtual stage)")
+
+
+def _layers(topo: Topology) -> Dict[str, int]:
+    """Layers per module where the topology alone tells (presets, HF configs); {} for factories."""
+    if _hf_model(topo):
+        try:
+            return layer_counts(topo)
+        except TopologyError:
+            return {}  # _check_factories reports the unreadable config
+    if isinstance(topo.model, ModelFactory) or topo.model not in PRESETS:
+        return {}
+    preset = PRESETS[topo.model]
+    return {n: (preset.language.layers if m.kind == "language" else preset.encoders[m.modality].layers)
+            for n, m in topo.modules.items() if m.kind == "language" or m.modality in preset.encoders}
+
+
 # Checks of a placed topology, each independent of the others: `check(topo, problems)` records what
 # it finds (problems.py). A rule on a new section's keys is one function appended here.
-CHECKS = (_check_factories, _check_model, _check_batches)
+CHECKS = (_check_factories, _check_model, _check_batches, _check_virtual_stages)

@@ -14,12 +14,12 @@ PP, VPP = 4, 2
 def _build(rank: int, pp: int = PP, vpp: int = VPP):
     grids = {"language": fake_grid(0, pp=pp)}
     pgs = {"language": fake_pgs((0, 1), (rank, pp))}
-    return build_mimo_model("tiny-lm8", SEED, {"language": (1, pp)}, pgs, grids, rank, vpp=vpp)
+    return build_mimo_model("tiny-lm-8", SEED, {"language": (1, pp)}, pgs, grids, rank, vpp=vpp)
 
 
 @pytest.fixture(scope="module")
 def reference():
-    return build_mimo_model("tiny-lm8", SEED, {"language": (1, 1)}, {"language": fake_pgs()})
+    return build_mimo_model("tiny-lm-8", SEED, {"language": (1, 1)}, {"language": fake_pgs()})
 
 
 @pytest.fixture(scope="module")
