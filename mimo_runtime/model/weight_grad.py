@@ -77,14 +77,17 @@ class _InputGradOnly(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, weight, bias, allreduce_dgrad, tp_group, queue):
-        ctx.save_for_backward(input, weight)
-        ctx.bias, ctx.allreduce_dgrad, ctx.tp_group, ctx.queue = bias, allreduce_dgrad, tp_group, queue
+        ctx.save_for_backward(input)
+        # the parameters themselves, not saved tensors: saved-tensor hooks (train/memory.py) may unpack
+        # a saved tensor as another object, and W must accumulate into the parameter's own .grad
+        ctx.weight, ctx.bias, ctx.allreduce_dgrad, ctx.tp_group, ctx.queue = weight, bias, allreduce_dgrad, tp_group, queue
         out = torch.matmul(input, weight.t())
         return out + bias if bias is not None else out
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, weight = ctx.saved_tensors
+        input, = ctx.saved_tensors
+        weight = ctx.weight
         grad_input = grad_output.matmul(weight)
         if ctx.allreduce_dgrad:
             dist.all_reduce(grad_input, group=ctx.tp_group)
