@@ -3,7 +3,8 @@
 megatron 0.16.1's linears compute the weight gradient inside their own backward
 (`LinearWithGradAccumulationAndAsyncCommunication`), so a schedule cannot move it into a bubble.
 `split_weight_gradients(model, queue)` gives every column- and row-parallel linear of `model` (the
-transformer layers' qkv/proj/fc1/fc2, the output layer, the projectors) a matmul whose backward
+transformer layers' qkv/proj/fc1/fc2, the output layer, the projectors; plain torch Linears too: the
+benchmark chain, user encoders) a matmul whose backward
 computes only the input gradient (all-reduced over TP exactly where megatron's is) and hands
 (input, output gradient) to `queue` under the key being recorded (the B action's microbatch). The
 W action then computes grad_weight = grad_out^T @ input (and the bias's sum, for a bias inside the
@@ -113,11 +114,24 @@ def _split_forward_impl(module, queue: WeightGradQueue):
     return forward_impl
 
 
+def _split_torch_linear(module: torch.nn.Linear, queue: WeightGradQueue):
+    def forward(input):
+        if not module.weight.requires_grad or not torch.is_grad_enabled():
+            return torch.nn.functional.linear(input, module.weight, module.bias)
+        return _InputGradOnly.apply(input, module.weight, module.bias, False, None, queue)
+
+    return forward
+
+
 def split_weight_gradients(model: torch.nn.Module, queue: WeightGradQueue) -> int:
-    """Give every column/row-parallel linear of `model` the split backward; returns how many."""
+    """Give every column/row-parallel linear (and plain torch Linear) of `model` the split backward;
+    returns how many."""
     count = 0
     for m in model.modules():
-        if isinstance(m, (ColumnParallelLinear, RowParallelLinear)):
+        if type(m) is torch.nn.Linear:
+            m.forward = _split_torch_linear(m, queue)
+            count += 1
+        elif isinstance(m, (ColumnParallelLinear, RowParallelLinear)):
             if m.sequence_parallel and isinstance(m, ColumnParallelLinear) and \
                     not isinstance(m, PortableColumnParallelLinear):
                 raise ValueError("zero_bubble's weight-gradient split needs the portable sequence-parallel "
