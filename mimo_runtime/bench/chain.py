@@ -3,14 +3,19 @@
 Both runtimes get bit-identical stages (same seed, same data), so their step times compare the
 runtimes and nothing else. `ChainCompute` is the `compute` object our Executor needs for a chain:
 a language-kind module alone on p pipeline stages, built directly as a Plan (no preset, no megatron).
+With `vpp` V > 1 each rank holds V chunks of `layers / V` layers (chunk c of rank r is virtual stage
+c * stages + r, megatron's interleaving), so the work per rank is the same as at V = 1; with the
+`zero_bubble` schedule the chunks' linears split their backward into B and W (model/weight_grad.py).
 """
 
+import contextlib
 from dataclasses import dataclass
 from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
 
+from mimo_runtime.model.weight_grad import WeightGradQueue, split_weight_gradients
 from mimo_runtime.plan import ModuleLayout, ModulePlan, Plan
 
 LANG = "language"
@@ -26,26 +31,37 @@ class ChainConfig:
     seed: int = 0
     device: str = "cpu"  # "cuda:<rank>" in benchmarks/gpu_pipeline.py
     linear: str = "torch"  # or "te": transformer-engine's Linear (GPU only)
+    vpp: int = 1  # chunks per rank (virtual stages): interleaved_1f1b and zero_bubble compare at 2
+    schedule: str = "1f1b"  # 1f1b | interleaved_1f1b | zero_bubble (ours) and torch's class of that kind
 
 
 def chain_plan(cfg: ChainConfig) -> Plan:
     """A language-kind module alone on `stages` ranks, one per pipeline stage."""
-    lang = ModulePlan(LANG, "language", 0, cfg.stages, 1, 1, 1, cfg.stages)
+    lang = ModulePlan(LANG, "language", 0, cfg.stages, 1, 1, 1, cfg.stages, vpp=cfg.vpp)
     return Plan(cfg.stages, ModuleLayout.NON_COLOCATED, {LANG: lang}, (), cfg.micro_batch * cfg.microbatches,
                 cfg.micro_batch, None)
 
 
-def build_stage(cfg: ChainConfig, stage: int) -> torch.nn.Sequential:
-    """Stage `stage` of the chain; its weights depend only on (seed, stage)."""
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + stage)
-    layers: List[torch.nn.Module] = []
-    for _ in range(cfg.layers):
+def build_stage(cfg: ChainConfig, stage: int) -> torch.nn.Module:
+    """Stage `stage` of the chain; its weights depend only on (seed, stage). With vpp > 1 a ModuleList
+    of its chunks, each seeded by its virtual stage."""
+    if cfg.vpp == 1:
+        return _block(cfg, stage, cfg.layers)
+    if cfg.layers % cfg.vpp:
+        raise ValueError(f"vpp={cfg.vpp} must divide layers={cfg.layers}")
+    return torch.nn.ModuleList(_block(cfg, c * cfg.stages + stage, cfg.layers // cfg.vpp) for c in range(cfg.vpp))
+
+
+def _block(cfg: ChainConfig, virtual_stage: int, layers: int) -> torch.nn.Sequential:
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + virtual_stage)
+    layers_: List[torch.nn.Module] = []
+    for _ in range(layers):
         lin = _linear(cfg)
         with torch.no_grad():
             lin.weight.copy_(torch.randn(cfg.hidden, cfg.hidden, generator=gen) / cfg.hidden ** 0.5)
             lin.bias.zero_()
-        layers += [lin, torch.nn.GELU()]
-    return torch.nn.Sequential(*layers).to(cfg.device)
+        layers_ += [lin, torch.nn.GELU()]
+    return torch.nn.Sequential(*layers_).to(cfg.device)
 
 
 def _linear(cfg: ChainConfig) -> torch.nn.Module:
@@ -82,6 +98,11 @@ class ChainCompute:
         self.device = torch.device(cfg.device)
         self.hidden = cfg.hidden
         self._step, self._data = -1, None
+        self.chunks = list(module) if cfg.vpp > 1 else [module]
+        self.queue = None
+        if cfg.schedule == "zero_bubble":
+            self.queue = WeightGradQueue()
+            split_weight_gradients(module, self.queue)
 
     def _batch(self, step: int):
         if step != self._step:
@@ -92,11 +113,13 @@ class ChainCompute:
         n = self.cfg.micro_batch
         return t[mb * n:(mb + 1) * n]
 
-    def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st) -> torch.Tensor:
+    def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st,
+                chunk: int = 0) -> torch.Tensor:
         x, target = self._batch(step)
-        h = self._rows(x, mb) if self.stage == 0 else inputs[LANG]
-        out = self.module(h)
-        if self.stage < self.cfg.stages - 1:
+        virtual = chunk * self.cfg.stages + self.stage
+        h = self._rows(x, mb) if virtual == 0 else inputs[LANG]
+        out = self.chunks[chunk](h)
+        if virtual < self.cfg.stages * self.cfg.vpp - 1:
             return out
         loss = chain_loss(out, self._rows(target, mb)) / self.cfg.microbatches
         st.loss_sum += float(loss.detach())
@@ -106,5 +129,13 @@ class ChainCompute:
         """Activations and their gradients are always (micro_batch, hidden): no shape header needed."""
         return (self.cfg.micro_batch, self.hidden)
 
+    def deferring_weight_grads(self, module: str, chunk: int, step: int, mb: int):
+        return contextlib.nullcontext() if self.queue is None else self.queue.recording((chunk, step, mb))
+
+    def weight_grads(self, module: str, chunk: int, step: int, mb: int) -> None:
+        self.queue.compute((chunk, step, mb))
+
     def reduce_grads(self, module: str) -> None:
-        """dp = 1: nothing to reduce."""
+        """dp = 1: nothing to reduce (but every deferred weight gradient is computed)."""
+        if self.queue is not None:
+            self.queue.flush()

@@ -64,7 +64,8 @@ class FrozenCompute:
 
     language_rows = encoder_rows
 
-    def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st) -> torch.Tensor:
+    def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st,
+                chunk: int = 0) -> torch.Tensor:
         x, target = self._data(step * self.b.microbatches + mb)
         if module == ENC:
             with torch.no_grad():

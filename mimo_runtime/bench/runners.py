@@ -1,4 +1,5 @@
-"""One chain rank under each runtime: ours (schedule lists + comm + Executor) and torch's Schedule1F1B.
+"""One chain rank under each runtime: ours (schedule lists + comm + Executor) and torch's schedule of the
+same kind (Schedule1F1B; ScheduleInterleaved1F1B or ScheduleInterleavedZeroBubble over the chunks at vpp > 1).
 
 Both start from identical stage weights and take an SGD step after every pipeline step, so the
 work per step is the same; `step(s)` runs global batch s and returns when this rank is done.
@@ -25,7 +26,7 @@ class OursChain:
         self.compute = ChainCompute(cfg, rank, module)
         self.executor = Executor(self.plan, rank, self.compute, timeout_s, {LANG: True}, self._opt_step,
                                  transport)
-        self.schedule = build_schedule(self.plan, cfg.microbatches, slack=slack)
+        self.schedule = build_schedule(self.plan, cfg.microbatches, cfg.schedule, slack=slack)
         self.actions = self.schedule.for_rank(self.plan, rank)
         self.loss = 0.0
 
@@ -43,29 +44,39 @@ class OursChain:
         return self.executor.trace
 
 
+TORCH_SCHEDULES = {"1f1b": "Schedule1F1B", "interleaved_1f1b": "ScheduleInterleaved1F1B",
+                   "zero_bubble": "ScheduleInterleavedZeroBubble"}
+
+
 class TorchChain:
-    """torch's Schedule1F1B and the usual loop around it; `keep_grads` zeroes gradients in place as ours does."""
+    """torch's schedule of `cfg.schedule`'s kind and the usual loop around it; `keep_grads` zeroes gradients
+    in place as ours does."""
 
     def __init__(self, cfg: ChainConfig, rank: int, module: torch.nn.Module, keep_grads: bool = False):
-        from torch.distributed.pipelining import PipelineStage, Schedule1F1B
+        import torch.distributed.pipelining as pipelining
 
         self.cfg, self.rank, self.module = cfg, rank, module
         self.opt = torch.optim.SGD(module.parameters(), lr=LR)
         shape = (cfg.micro_batch, cfg.hidden)
         # Example shapes skip torch's shape-inference round trip, as known shapes skip ours.
         device = torch.device(cfg.device)
-        stage = PipelineStage(module, rank, cfg.stages, device,
-                              input_args=(torch.empty(shape, device=device, requires_grad=rank > 0),),
-                              output_args=torch.empty(shape, device=device, requires_grad=True))
-        self.schedule = Schedule1F1B(stage, cfg.microbatches, loss_fn=chain_loss)
+        chunks = list(module) if cfg.vpp > 1 else [module]
+        n = cfg.stages * cfg.vpp
+        stages = [pipelining.PipelineStage(
+            chunk, c * cfg.stages + rank, n, device,
+            input_args=(torch.empty(shape, device=device, requires_grad=c * cfg.stages + rank > 0),),
+            output_args=torch.empty(shape, device=device, requires_grad=True)) for c, chunk in enumerate(chunks)]
+        kind = getattr(pipelining, TORCH_SCHEDULES[cfg.schedule])
+        self.schedule = kind(stages if cfg.vpp > 1 else stages[0], cfg.microbatches, loss_fn=chain_loss)
+        self.first, self.last = rank == 0, rank == cfg.stages - 1  # the ranks of virtual stages 0 and n - 1
         self.keep_grads = keep_grads
         self.loss = 0.0
 
     def step(self, s: int) -> None:
         x, target = batch(self.cfg, s)
-        if self.rank == 0:
+        if self.first:
             self.schedule.step(x)
-        elif self.rank == self.cfg.stages - 1:
+        elif self.last:
             losses: List[torch.Tensor] = []
             self.schedule.step(target=target, losses=losses)
             self.loss = float(sum(l.detach() for l in losses)) / self.cfg.microbatches
@@ -78,6 +89,6 @@ class TorchChain:
 def both(cfg: ChainConfig, rank: int, slack: int = 0, transport: Optional[str] = None) -> Tuple[OursChain, TorchChain]:
     """Our runtime and torch's on copies of the same stage."""
     module = build_stage(cfg, rank)
-    return (OursChain(cfg, rank, module, slack=slack, transport=transport),
-            TorchChain(cfg, rank, copy.deepcopy(module)))
+    theirs = TorchChain(cfg, rank, copy.deepcopy(module))  # copied before ours splits its linears (zero_bubble)
+    return OursChain(cfg, rank, module, slack=slack, transport=transport), theirs
 

@@ -81,7 +81,7 @@ def preset(args: Mapping[str, Any], ctx: BuildContext) -> MimoModelConfig:
     lang = plan.language
     return preset_config(args["name"], {n: (m.tp, m.pp) for n, m in plan.modules.items()}, ctx.pgs, ctx.grid_map,
                          ctx.rank, ctx.backend, {n: ctx.recompute(n) for n in plan.modules}, lang.cp,
-                         lang.sequence_parallel)
+                         lang.sequence_parallel, getattr(lang, "vpp", 1))
 
 
 def model_config(ctx: BuildContext) -> MimoModelConfig:

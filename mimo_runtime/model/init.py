@@ -10,7 +10,8 @@ keys on the name for the same reason). Values are drawn on CPU (float32) and cop
 parameter's device and dtype, so CUDA and CPU agree.
 
 Canonical names are the colocated model's names: layer indices are global (a pipeline stage's local
-layer i is layer offset+i), and the last stage's copy of a tied output weight is named after the
+layer i is layer offset+i; chunk c of an interleaved stage, `language_chunks.{c-1}.*`, holds virtual
+stage c * pp + pp_rank and is named like the language model's own layers), and the last stage's copy of a tied output weight is named after the
 word embedding it mirrors. So a rank that builds a subset of modules, layers or shards holds exactly
 the matching slice of the single-process reference model.
 
@@ -30,6 +31,7 @@ import torch
 from mimo_runtime.plan.roles import MIMO_LANGUAGE_MODULE_KEY
 
 _LAYER = re.compile(r"^(?P<head>.*?\.layers\.)(?P<idx>\d+)(?P<tail>\..*)$")
+_CHUNK_NAME = re.compile(r"^language_chunks\.(?P<chunk>\d+)\.")
 _TIED_OUTPUT = "language_model.output_layer.weight"
 _EMBEDDING = "language_model.embedding.word_embeddings.weight"
 BASE_STD = 0.02
@@ -52,10 +54,15 @@ class ModuleShard:
     pp_rank: int
     pp_size: int
     num_layers: int
+    vpp: int = 1  # virtual pipeline chunks per stage (megatron's interleaving)
 
     @property
     def layer_offset(self) -> int:
-        return self.pp_rank * (self.num_layers // self.pp_size)
+        return self.chunk_offset(0)
+
+    def chunk_offset(self, chunk: int) -> int:
+        """Global index of the first layer of `chunk`: virtual stage chunk * pp + pp_rank."""
+        return (chunk * self.pp_size + self.pp_rank) * (self.num_layers // (self.pp_size * self.vpp))
 
 
 def module_shards(model) -> Dict[str, ModuleShard]:
@@ -63,18 +70,20 @@ def module_shards(model) -> Dict[str, ModuleShard]:
     out = {}
     for name in model.role.modules:
         pgs = model.module_pg_collection(name)
+        vpp = 1
         if name == MIMO_LANGUAGE_MODULE_KEY:
             config = model.language_model.config
+            vpp = getattr(model, "num_chunks", 1)
         else:
             # a user-written encoder may be a plain torch module: one "layer", no pipeline split
             config = getattr(next(iter(model.modality_submodules[name].encoders.values())), "config", None)
         layers = getattr(config, "num_layers", 1)
-        out[name] = ModuleShard(_rank(pgs.tp), _size(pgs.tp), _rank(pgs.pp), _size(pgs.pp), layers)
+        out[name] = ModuleShard(_rank(pgs.tp), _size(pgs.tp), _rank(pgs.pp), _size(pgs.pp), layers, vpp)
     return out
 
 
 def _module_of(local_name: str) -> str:
-    if local_name.startswith("language_model."):
+    if local_name.startswith(("language_model.", "language_chunks.")):
         return MIMO_LANGUAGE_MODULE_KEY
     if local_name.startswith("modality_submodules."):
         return local_name.split(".")[1]
@@ -83,12 +92,17 @@ def _module_of(local_name: str) -> str:
 
 def canonical_name(local_name: str, shard: ModuleShard, tied_output: bool) -> str:
     """The colocated model's name for a parameter named `local_name` on this rank."""
+    chunk = 0
+    c = _CHUNK_NAME.match(local_name)
+    if c is not None:
+        chunk = int(c["chunk"]) + 1
+        local_name = "language_model." + local_name[c.end():]
     if tied_output and local_name == _TIED_OUTPUT:
         return _EMBEDDING
     m = _LAYER.match(local_name)
     if m is None:
         return local_name
-    return f"{m['head']}{int(m['idx']) + shard.layer_offset}{m['tail']}"
+    return f"{m['head']}{int(m['idx']) + shard.chunk_offset(chunk)}{m['tail']}"
 
 
 def global_parameters(model) -> Dict[str, Tuple[torch.nn.Parameter, Optional[int], int, int]]:

@@ -13,6 +13,11 @@ reused by the next microbatch).
 Context parallelism: a cp rank is given its own chunks of every token tensor (plan/sequence.py)
 and only the encoder rows of those positions; the attention exchanges K/V. Sequence parallelism:
 the first stage hands the decoder its TP rank's sequence slice (`_merge_sequence_slice`).
+Interleaved pipelines (`virtual_pipeline_model_parallel_size` V in the language model's TransformerConfig,
+megatron's field): a language rank builds V chunks, chunk c holding the layers of virtual stage
+c * pp + pp_rank (megatron's `vp_stage`), the embedding in the first virtual stage and the output layer
+in the last; `forward(..., chunk=c)` runs one of them. Chunk 0 is `language_model`, the others
+`language_chunks[c - 1]`, so a model without chunks has exactly the parameters it always had.
 """
 
 import logging
@@ -65,20 +70,42 @@ class MimoModel(MegatronModule):
                 spec, is_first_stage=stage.is_first_stage, is_last_stage=stage.is_last_stage)
 
     def _initialize_language_model(self) -> None:
-        """Build the language model if this rank holds it (its spec's params carry the stage)."""
-        spec = self.mimo_config.language_model_spec
-        self.language_model = build_module(spec) if self.role.has_language_module else None
+        """Build the language model if this rank holds it (its spec's params carry the stage), one
+        module per virtual pipeline chunk."""
+        specs = language_chunk_specs(self.mimo_config.language_model_spec) if self.role.has_language_module else []
+        self.language_model = build_module(specs[0]) if specs else None
+        self.language_chunks = torch.nn.ModuleList(build_module(s) for s in specs[1:])
+
+    @property
+    def num_chunks(self) -> int:
+        """Virtual pipeline chunks of the language model this rank holds (1 without interleaving)."""
+        return 1 + len(self.language_chunks)
+
+    def language_chunk(self, chunk: int):
+        return self.language_model if chunk == 0 else self.language_chunks[chunk - 1]
+
+    def language_modules(self):
+        """Every language chunk this rank holds, in chunk order (empty without the language model)."""
+        return [] if self.language_model is None else [self.language_model, *self.language_chunks]
+
+    def shared_embedding_or_output_weight(self):
+        """The tied embedding / output weight this rank holds (first or last virtual stage), or None."""
+        for lm in self.language_modules():
+            weight = lm.shared_embedding_or_output_weight() if lm.share_embeddings_and_output_weights else None
+            if weight is not None:
+                return weight
+        return None
 
     def _attach_tp_groups(self) -> None:
         # megatron's default sharded_state_dict reads parallel_state's TP group from a module
         # without a `tp_group` attribute (e.g. MultimodalProjector): give it its module's group
         for name in self.role.modules:
-            root = self.language_model if name == LANG else self.modality_submodules[name]
+            roots = self.language_modules() if name == LANG else [self.modality_submodules[name]]
             pgs = self.module_pg_collection(name)
             if pgs is None:  # built without process groups (upstream's way): parallel_state's are its groups
                 continue
             tp = pgs.tp
-            for m in root.modules():
+            for m in (m for root in roots for m in root.modules()):
                 if isinstance(m, MegatronModule) and getattr(m, "tp_group", None) is None:
                     m.tp_group = tp
 
@@ -165,8 +192,10 @@ class MimoModel(MegatronModule):
     def forward(self, input_ids: Optional[torch.Tensor], position_ids: Optional[torch.Tensor] = None,
                 attention_mask: Optional[torch.Tensor] = None, loss_mask: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None, modality_inputs: Optional[Dict[str, Dict[str, Any]]] = None,
-                packing_kwargs: Optional[dict] = None):
-        """(output, loss_mask); the output depends on the role (module docstring).
+                packing_kwargs: Optional[dict] = None, chunk: int = 0):
+        """(output, loss_mask); the output depends on the role (module docstring) and, on a language
+        rank of an interleaved pipeline, on the chunk: only the first virtual stage merges embeddings,
+        only the last returns lm_output.
 
         attention_mask: None (causal only), (B, S) with 1 = real token / 0 = padding, or megatron's
         bool (B, 1, S, S) with True = masked out. packing_kwargs: cu_seqlens_* / max_seqlen_* of a
@@ -184,7 +213,8 @@ class MimoModel(MegatronModule):
             return self._forward_encoders(modality_inputs, input_tensors), loss_mask
         if self.role.has_language_module:
             return self._forward_language_module(input_ids, position_ids, attention_mask, labels, input_tensors,
-                                                 packed_seq_params=_packed_seq_params(packing_kwargs)), loss_mask
+                                                 packed_seq_params=_packed_seq_params(packing_kwargs),
+                                                 chunk=chunk), loss_mask
         raise RuntimeError(f"this rank holds no module (role {self.role})")
 
     def _forward_encoders(self, modality_inputs: Optional[Dict[str, Dict[str, Any]]],
@@ -219,9 +249,14 @@ class MimoModel(MegatronModule):
                            device=param.device if param is not None else None)
 
     def _forward_language_module(self, input_ids, position_ids, attention_mask, labels, input_tensors,
-                                 packed_seq_params: Optional[PackedSeqParams] = None):
+                                 packed_seq_params: Optional[PackedSeqParams] = None, chunk: int = 0):
         """First stage: merge received encoder rows with text embeddings; later stages: hidden in."""
-        if self.role.is_first_stage(LANG):
+        if not 0 <= chunk < self.num_chunks:
+            raise ValueError(f"chunk {chunk}: this rank holds {self.num_chunks} language chunk(s)")
+        lm = self.language_chunk(chunk)
+        first = self.role.is_first_stage(LANG) and chunk == 0
+        last = self.role.is_last_stage(LANG) and chunk == self.num_chunks - 1
+        if first:
             if input_tensors is not None and not isinstance(input_tensors, dict):
                 raise ValueError("the first language stage takes set_input_tensor({modality: rows})")
             embeddings = dict(input_tensors or {})
@@ -235,10 +270,10 @@ class MimoModel(MegatronModule):
             hidden = input_tensors.get(LANG) if isinstance(input_tensors, dict) else input_tensors
             if hidden is None:
                 raise ValueError("a non-first language stage needs set_input_tensor({'language': h}) first")
-            self.language_model.set_input_tensor(hidden)
+            lm.set_input_tensor(hidden)
             decoder_input = None
-        out = self._run_language_model(decoder_input, position_ids, attention_mask, labels, packed_seq_params)
-        return out if self.role.is_last_stage(LANG) else {LANG: out}
+        out = self._run_language_model(decoder_input, position_ids, attention_mask, labels, packed_seq_params, lm, last)
+        return out if last else {LANG: out}
 
     def _forward_all_modules(self, input_ids, position_ids, attention_mask, loss_mask, labels, modality_inputs,
                              packing_kwargs: Optional[dict] = None):
@@ -301,15 +336,18 @@ class MimoModel(MegatronModule):
             local = local.masked_scatter(mask.unsqueeze(-1).expand_as(local), rows.to(local.dtype))
         return local.transpose(0, 1).contiguous()
 
-    def _run_language_model(self, decoder_input, position_ids, attention_mask, labels, packed_seq_params):
+    def _run_language_model(self, decoder_input, position_ids, attention_mask, labels, packed_seq_params,
+                            lm=None, last: Optional[bool] = None):
         # position_ids go through for rotary embeddings that read them (mRoPE); input_ids never do:
         # decoder_input replaces the embedding lookup (upstream's contract)
-        out = self.language_model(input_ids=None, position_ids=position_ids,
+        lm = self.language_model if lm is None else lm
+        last = self.role.is_last_stage(LANG) if last is None else last
+        out = lm(input_ids=None, position_ids=position_ids,
                                   attention_mask=_attention_mask(attention_mask), decoder_input=decoder_input,
                                   labels=None, packed_seq_params=packed_seq_params)
-        if labels is not None and self.role.is_last_stage(LANG):
+        if labels is not None and last:
             # megatron's loss path reads parallel_state; ours uses the LM's own tp group
-            return vocab_parallel_cross_entropy(out, labels, self.language_model.tp_group)
+            return vocab_parallel_cross_entropy(out, labels, lm.tp_group)
         return out
 
     def _check_modality_inputs(self, modality_inputs) -> None:
@@ -337,11 +375,29 @@ class MimoModel(MegatronModule):
         out = {}
         for name, sub in self.modality_submodules.items():
             out.update(sub.sharded_state_dict(f"{prefix}modality_submodules.{name}.", sharded_offsets, metadata))
-        if self.language_model is not None:
+        for c, lm in enumerate(self.language_modules()):
             md = dict(metadata or {})
-            md["dp_cp_group"] = self.language_model.pg_collection.dp_cp
-            out.update(self.language_model.sharded_state_dict(f"{prefix}language_model.", sharded_offsets, md))
+            md["dp_cp_group"] = lm.pg_collection.dp_cp
+            # every chunk's tensors carry the language model's keys (megatron offsets layers by vp_stage);
+            # chunks other than 0 nest under their own name, so their entries do not replace chunk 0's
+            part = lm.sharded_state_dict(f"{prefix}language_model.", sharded_offsets, md)
+            if c == 0:
+                out.update(part)
+            else:
+                out[f"{prefix}language_chunks.{c - 1}"] = part
         return out
+
+
+def language_chunk_specs(spec):
+    """One spec per virtual pipeline chunk of the language model: megatron's `vp_stage` c, the
+    embedding only in chunk 0 of the first stage, the output layer only in the last chunk of the last."""
+    config = spec.params["config"]
+    chunks = config.virtual_pipeline_model_parallel_size or 1
+    if chunks == 1 or config.pipeline_model_parallel_size == 1:
+        return [spec]
+    return [type(spec)(module=spec.module, submodules=spec.submodules, params=dict(
+        spec.params, vp_stage=c, pre_process=spec.params.get("pre_process", True) and c == 0,
+        post_process=spec.params.get("post_process", True) and c == chunks - 1)) for c in range(chunks)]
 
 
 def _batched(x: torch.Tensor) -> torch.Tensor:

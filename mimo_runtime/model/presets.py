@@ -31,8 +31,8 @@ LANG = MIMO_LANGUAGE_MODULE_KEY
 
 def language_model_spec(dims: LanguageDims, tp: int, pp: int, pgs, is_first_stage: bool,
                         is_last_stage: bool, backend: str = "auto", recompute: str = "none", cp: int = 1,
-                        sequence_parallel: bool = False) -> ModuleSpec:
-    """GPT with rotary positions; the Llama-family fields of `dims` (RMSNorm, SwiGLU, GQA, biases,
+                        sequence_parallel: bool = False, vpp: int = 1) -> ModuleSpec:
+    """GPT with rotary positions (in `vpp` interleaved chunks per pipeline stage, model/mimo.py); the Llama-family fields of `dims` (RMSNorm, SwiGLU, GQA, biases,
     untied output) become megatron's own TransformerConfig fields.
 
     RoPE gives every token its position, encoder rows included (learned absolute positions would
@@ -41,9 +41,11 @@ def language_model_spec(dims: LanguageDims, tp: int, pp: int, pgs, is_first_stag
     """
     config = family_config(transformer_config(dims.hidden, dims.heads, dims.layers, dims.ffn_hidden, tp, pp,
                                               recompute, cp, sequence_parallel), dims)
+    if vpp > 1:
+        config = dataclasses.replace(config, virtual_pipeline_model_parallel_size=vpp)
     spec = layer_spec(causal=True, backend=backend)
     if sequence_parallel and not uses_te(backend):
-        spec = sequence_parallel_block_spec(spec, dims.layers // pp)  # model/sequence_parallel.py
+        spec = sequence_parallel_block_spec(spec, dims.layers // (pp * vpp))  # model/sequence_parallel.py
     # with SP the merged embeddings are scattered by MimoModel, not by the embedding layer
     return ModuleSpec(module=LanguageModel, params=dict(
         config=config, transformer_layer_spec=spec,
@@ -96,15 +98,16 @@ def build_mimo_model(preset: str, seed: int, parallel: Mapping[str, Tuple[int, i
                      grid_map: Optional[Mapping[str, object]] = None, rank: Optional[int] = None,
                      frozen: Iterable[str] = (), backend: str = "auto",
                      recompute: Optional[Mapping[str, str]] = None, cp: int = 1,
-                     sequence_parallel: bool = False) -> MimoModel:
+                     sequence_parallel: bool = False, vpp: int = 1) -> MimoModel:
     """The MimoModel `rank` holds.
 
     parallel: {module: (tp, pp)}; pgs: {module: ProcessGroupCollection or None where not held};
     grid_map: {module: grid} for the role (None: everything colocated on this rank);
     recompute: {module: none|full|selective} (model/recompute.py), default none;
-    cp, sequence_parallel: the language model's context and sequence parallelism.
+    cp, sequence_parallel, vpp: the language model's context and sequence parallelism, and its
+    virtual pipeline chunks per stage.
     """
-    config = preset_config(preset, parallel, pgs, grid_map, rank, backend, recompute, cp, sequence_parallel)
+    config = preset_config(preset, parallel, pgs, grid_map, rank, backend, recompute, cp, sequence_parallel, vpp)
     model = MimoModel(config, rank=rank)
     _check_layer_split(model)
     init_parameters(model, seed)
@@ -116,7 +119,7 @@ def build_mimo_model(preset: str, seed: int, parallel: Mapping[str, Tuple[int, i
 def preset_config(preset: str, parallel: Mapping[str, Tuple[int, int]], pgs: Mapping[str, object],
                   grid_map: Optional[Mapping[str, object]] = None, rank: Optional[int] = None,
                   backend: str = "auto", recompute: Optional[Mapping[str, str]] = None, cp: int = 1,
-                  sequence_parallel: bool = False) -> MimoModelConfig:
+                  sequence_parallel: bool = False, vpp: int = 1) -> MimoModelConfig:
     """The MimoModelConfig of a preset (arguments as in `build_mimo_model`); the preset factory
     (model/factory.py) returns it like any user factory."""
     recompute = recompute or {}
@@ -129,7 +132,7 @@ def preset_config(preset: str, parallel: Mapping[str, Tuple[int, int]], pgs: Map
     tp, pp = parallel.get(LANG, (1, 1))
     lm_spec = language_model_spec(dims.language, tp, pp, pgs.get(LANG), stage is None or stage.is_first_stage,
                                   stage is None or stage.is_last_stage, backend, recompute.get(LANG, "none"),
-                                  cp, sequence_parallel)
+                                  cp, sequence_parallel, vpp if pp > 1 else 1)
     specs = {}
     for name, enc in dims.encoders.items():
         e_tp, e_pp = parallel.get(name, (1, 1))
@@ -162,11 +165,14 @@ def _check_layer_split(model: MimoModel) -> None:
     # keyed init and checkpoints assume megatron's even split: stage p holds layers p*L/pp ...
     blocks: Dict[str, object] = {n: next(iter(s.encoders.values())).block for n, s in model.modality_submodules.items()
                                  if hasattr(next(iter(s.encoders.values()), None), "block")}  # a user encoder may have none
+    blocks = {n: [b] for n, b in blocks.items()}
     if model.language_model is not None:
-        blocks[LANG] = model.language_model.decoder
-    for name, block in blocks.items():
-        config = block.config
-        want = config.num_layers // config.pipeline_model_parallel_size
-        if config.num_layers % config.pipeline_model_parallel_size or len(block.layers) != want:
-            raise ValueError(f"{name}: pp={config.pipeline_model_parallel_size} must divide num_layers="
-                             f"{config.num_layers} (this stage built {len(block.layers)} layers)")
+        blocks[LANG] = [lm.decoder for lm in model.language_modules()]
+    for name, chunks in blocks.items():
+        config = chunks[0].config
+        stages = config.pipeline_model_parallel_size * len(chunks)  # virtual stages: interleaved chunks
+        want = config.num_layers // stages
+        if config.num_layers % stages or any(len(block.layers) != want for block in chunks):
+            vpp = f" x vpp={len(chunks)}" if len(chunks) > 1 else ""
+            raise ValueError(f"{name}: pp={config.pipeline_model_parallel_size}{vpp} must divide num_layers="
+                             f"{config.num_layers} (this stage built {[len(b.layers) for b in chunks]} layers)")

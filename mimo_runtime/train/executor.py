@@ -1,7 +1,9 @@
 """Executor: runs one rank's action list from the schedule, exactly as listed.
 
-Each action kind is one method below; state between actions is per microbatch (received inputs,
-outputs kept for backward). Given the rank's lowered program (comm/lowering.py), the executor runs its
+Each action kind is one method below; state between actions is per (chunk, microbatch) (received
+inputs, outputs kept for backward; the chunk is the virtual pipeline stage of an interleaved list).
+Zero-bubble lists split a backward into B (input gradients) and W (weight gradients, computed by
+`compute.weight_grads` from what B's backward deferred, model/weight_grad.py). Given the rank's lowered program (comm/lowering.py), the executor runs its
 compute actions in order and posts exactly its p2p groups, one after another (comm/p2p_groups.py),
 every message of known shape so no header travels: that is the order schedule/nccl.py proves
 deadlock-free under NCCL, and `strict` (or MIMO_P2P_STRICT=1) makes gloo block the same way. Without a
@@ -17,6 +19,7 @@ pipeline), the forwards it computed for the next step and has not sent yet are k
 the next training call of that step (`carried`).
 """
 
+import contextlib
 import math
 import os
 import time
@@ -37,9 +40,9 @@ from mimo_runtime.train.memory import ActivationMeter
 class StepState:
     step: int
     train: bool
-    inputs: Dict[int, Dict[str, torch.Tensor]] = field(default_factory=dict)
-    outputs: Dict[int, torch.Tensor] = field(default_factory=dict)
-    out_grads: Dict[int, torch.Tensor] = field(default_factory=dict)
+    inputs: Dict[Tuple[int, int], Dict[str, torch.Tensor]] = field(default_factory=dict)  # (chunk, mb) ->
+    outputs: Dict[Tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    out_grads: Dict[Tuple[int, int], torch.Tensor] = field(default_factory=dict)
     loss_sum: float = 0.0  # this rank's share of the global loss (already divided by global tokens)
 
 
@@ -61,7 +64,7 @@ class Executor:
         self.trace: List[Tuple[str, float, float]] = []  # (action, start, end) in time.perf_counter
         self.fault = _fault_from_env(rank)
         self.memory = ActivationMeter()  # activation_peak_mb (train/memory.py)
-        self.ahead: Optional[Tuple[int, Dict[int, torch.Tensor]]] = None  # (step, {mb: output}) computed ahead
+        self.ahead: Optional[Tuple[int, Dict[Tuple[int, int], torch.Tensor]]] = None  # (step, outputs) computed ahead
         self.bridges = {enc: Bridge(plan.modules[enc], plan.language, plan.micro_batch * plan.language.dp, rank,
                                     self.outbox, self.stats, timeout_s, self.progress) for enc, _ in plan.edges}
         if hasattr(compute, "attach"):
@@ -100,7 +103,7 @@ class Executor:
         self._complete_sends()
         m = self.plan.num_microbatches
         if train and any(a.mb >= m for a in actions):  # the list worked ahead (what it has not sent yet, if any)
-            self.ahead = (step + 1, {mb - m: out for mb, out in st.outputs.items() if mb >= m})
+            self.ahead = (step + 1, {(c, mb - m): out for (c, mb), out in st.outputs.items() if mb >= m})
         return st
 
     def _at(self, a, st: StepState) -> Tuple[int, int]:
@@ -173,12 +176,12 @@ class Executor:
         gloo = [not self._shm(a, s, sending=False) for a, s in zip(recvs, shapes)]
         recvs, shapes = [a for a, g in zip(recvs, gloo) if g], [s for s, g in zip(shapes, gloo) if g]
         if recvs and all(s is not None for s in shapes):
-            self.inbox.expect([(self._peer_rank(a), (a.kind, a.mb), self._peer_rank(a), shape)
+            self.inbox.expect([(self._peer_rank(a), (a.kind, a.chunk, a.mb), self._peer_rank(a), shape)
                                for a, shape in zip(recvs, shapes)], self.compute.dtype, self.compute.device)
 
     def _recv(self, a, key: str, st: StepState) -> torch.Tensor:
-        if (a.kind, a.mb) in self.inbox:
-            return self.inbox.take((a.kind, a.mb))
+        if (a.kind, a.chunk, a.mb) in self.inbox:
+            return self.inbox.take((a.kind, a.chunk, a.mb))
         shape = self._known_shape(a, st)
         c = self.compute
         if self._shm(a, shape, sending=False):
@@ -207,12 +210,12 @@ class Executor:
         else:
             got = self.bridges[pmod].recv_forward(c.language_rows(pmod, *self._at(a, st)), c.hidden, c.dtype, c.device)
             grad = st.train and self.trainable.get(pmod, True)
-        st.inputs.setdefault(a.mb, {})[pmod] = got.requires_grad_(grad)
+        st.inputs.setdefault(_key(a), {})[pmod] = got.requires_grad_(grad)
 
     def _send_f(self, a, st: StepState) -> None:
-        out = st.outputs[a.mb]
+        out = st.outputs[_key(a)]
         if not (st.train and out.requires_grad):  # no backward will need it
-            del st.outputs[a.mb]
+            del st.outputs[_key(a)]
         if a.peer[0] == a.module:
             self._send(a, a.module, out, st)
         else:
@@ -221,14 +224,14 @@ class Executor:
     def _recv_b(self, a, st: StepState) -> None:
         c = self.compute
         if a.peer[0] == a.module:
-            st.out_grads[a.mb] = self._recv(a, a.module, st)
+            st.out_grads[_key(a)] = self._recv(a, a.module, st)
         else:
             rows = c.encoder_rows(a.module, *self._at(a, st))
-            st.out_grads[a.mb] = self.bridges[a.module].recv_backward(rows, c.hidden, c.dtype, c.device)
+            st.out_grads[_key(a)] = self.bridges[a.module].recv_backward(rows, c.hidden, c.dtype, c.device)
 
     def _send_b(self, a, st: StepState) -> None:
         pmod = a.peer[0]
-        x = st.inputs[a.mb].pop(pmod)
+        x = st.inputs[_key(a)].pop(pmod)
         g = x.grad if x.grad is not None else torch.zeros_like(x)
         if pmod == a.module:
             self._send(a, pmod, g, st)
@@ -261,11 +264,11 @@ class Executor:
         bridge = a.peer[0] != a.module
         if kind in ("SEND_F", "SEND_B"):
             if kind == "SEND_F":
-                t = st.outputs[a.mb]
+                t = st.outputs[_key(a)]
                 if not (st.train and t.requires_grad):  # no backward will need it
-                    del st.outputs[a.mb]
+                    del st.outputs[_key(a)]
             else:
-                x = st.inputs[a.mb].pop(a.peer[0])
+                x = st.inputs[_key(a)].pop(a.peer[0])
                 t = x.grad if x.grad is not None else torch.zeros_like(x)
             t = t.detach()
             if bridge:
@@ -278,7 +281,7 @@ class Executor:
             return [("send", self._peer_rank(a), t.contiguous())], lambda: None, head
         if bridge:
             return self._bridge_receive(a, st)
-        shape = self._known_shape(a, st) if kind == "RECV_F" else tuple(st.outputs[a.mb].shape)
+        shape = self._known_shape(a, st) if kind == "RECV_F" else tuple(st.outputs[_key(a)].shape)
         op = ["recv", self._peer_rank(a), None if shape is None else torch.empty(shape, dtype=c.dtype, device=c.device)]
         head = []
         if shape is None:
@@ -287,11 +290,11 @@ class Executor:
                                                                                                device=c.device)))]
         def done() -> None:
             if kind == "RECV_B":
-                st.out_grads[a.mb] = op[2]
+                st.out_grads[_key(a)] = op[2]
             else:
                 grad = st.train and self.trainable.get(a.module, True) and \
                     (a.module == LANG or not self.plan.modules[a.module].frozen)
-                st.inputs.setdefault(a.mb, {})[a.module] = op[2].requires_grad_(grad)
+                st.inputs.setdefault(_key(a), {})[a.module] = op[2].requires_grad_(grad)
 
         return [op], done, head  # a list: the header phase may replace the buffer
 
@@ -305,7 +308,7 @@ class Executor:
 
             def done() -> None:
                 got = torch.cat(bufs) if bufs else torch.empty((0, c.hidden), dtype=c.dtype, device=c.device)
-                st.inputs.setdefault(a.mb, {})[pmod] = got.requires_grad_(st.train and self.trainable.get(pmod, True))
+                st.inputs.setdefault(_key(a), {})[pmod] = got.requires_grad_(st.train and self.trainable.get(pmod, True))
 
             return [("recv", r.src, b) for (r, _), b in zip(want, bufs)], done, []
         rows = c.encoder_rows(a.module, *self._at(a, st))
@@ -318,20 +321,27 @@ class Executor:
             out = torch.zeros((total, c.hidden), dtype=c.dtype, device=c.device)
             for (_, idx), b in zip(where, bufs):
                 out.index_copy_(0, idx.to(c.device), b)
-            st.out_grads[a.mb] = out
+            st.out_grads[_key(a)] = out
 
         return [("recv", r.src, b) for (r, _), b in zip(where, bufs)], done, []
 
     # ---- compute ----
     def _f(self, a, st: StepState) -> None:
         with torch.set_grad_enabled(st.train), self.memory.hooks:
-            st.outputs[a.mb] = self.compute.forward(a.module, *self._at(a, st), st.inputs.get(a.mb, {}), st)
+            st.outputs[_key(a)] = self.compute.forward(a.module, *self._at(a, st), st.inputs.get(_key(a), {}), st,
+                                                       chunk=a.chunk)
 
     def _b(self, a, st: StepState) -> None:
-        out = st.outputs.pop(a.mb)
-        grad = st.out_grads.pop(a.mb, None)
+        out = st.outputs.pop(_key(a))
+        grad = st.out_grads.pop(_key(a), None)
         if out.requires_grad:
-            torch.autograd.backward(out, grad_tensors=grad)
+            deferring = getattr(self.compute, "deferring_weight_grads", None)  # zero-bubble computes only
+            with deferring(a.module, a.chunk, *self._at(a, st)) if deferring else contextlib.nullcontext():
+                torch.autograd.backward(out, grad_tensors=grad)
+
+    def _w(self, a, st: StepState) -> None:
+        """The weight gradients the B of the same (chunk, microbatch) deferred."""
+        self.compute.weight_grads(a.module, a.chunk, *self._at(a, st))
 
     # ---- end of step ----
     def _reduce_grads(self, a, st: StepState) -> None:
@@ -343,6 +353,11 @@ class Executor:
         self._complete_sends()
         if self.on_opt_step is not None:
             self.on_opt_step(st)
+
+
+def _key(a) -> Tuple[int, int]:
+    """What a step's state is keyed by: the action's (chunk, microbatch)."""
+    return a.chunk, a.mb
 
 
 def _fault_from_env(rank: int) -> Optional[Tuple[int, str]]:

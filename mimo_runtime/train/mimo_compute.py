@@ -2,9 +2,11 @@
 
 The executor (executor.py) owns the order, the communication and autograd; this class owns the
 calls into MimoModel (set_input_tensor, forward by role), the loss, and which rows of the bridge
-belong to which sample.
+belong to which sample. On a zero-bubble list it also owns the deferred weight gradients
+(model/weight_grad.py): B records what each linear's backward deferred, W computes it.
 """
 
+import contextlib
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -12,6 +14,7 @@ import torch.distributed as dist
 
 from mimo_runtime.comm.exchange import exchange_rows
 from mimo_runtime.model.factory import seq_length
+from mimo_runtime.model.weight_grad import WeightGradQueue, split_weight_gradients
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, ModuleLayout, Plan
 from mimo_runtime.train.captions import count_captions
 from mimo_runtime.train.feed import Feeder
@@ -23,7 +26,8 @@ COLOCATED = "*"
 
 
 class MimoCompute:
-    def __init__(self, plan: Plan, groups, model, rank: int, feeder: Feeder, loss_fn: Callable):
+    def __init__(self, plan: Plan, groups, model, rank: int, feeder: Feeder, loss_fn: Callable,
+                 split_weights: bool = False):
         self.plan, self.groups, self.model, self.rank = plan, groups, model, rank
         self.feeder, self.loss_fn = feeder, loss_fn
         param = next(model.parameters())
@@ -34,6 +38,14 @@ class MimoCompute:
         self.caption_counts = [0, 0]  # forward-only steps: (exact captions, captioned samples)
         self.loss_tokens = 0  # the running step's loss denominator (begin_step)
         self.content_tokens = 0  # the running step's non-padding tokens (begin_step; metrics)
+        # zero_bubble: linears defer their weight gradients from B to W, one queue per module
+        self.weight_queues: Dict[str, WeightGradQueue] = {}
+        if split_weights:
+            colocated = plan.layout == ModuleLayout.COLOCATED  # one node, "*", runs every module
+            for name in [COLOCATED] if colocated else plan.modules_on(rank):
+                self.weight_queues[name] = WeightGradQueue()
+                for root in _module_roots(model, name):
+                    split_weight_gradients(root, self.weight_queues[name])
 
     def attach(self, bridges) -> None:
         """The executor's bridges: colocated layouts use them in-process (comm/exchange.py)."""
@@ -115,11 +127,14 @@ class MimoCompute:
         self.loss_tokens, self.content_tokens = int(buf[0].item()), int(buf[1].item())
 
     # ---- forward ----
-    def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st) -> torch.Tensor:
+    def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st,
+                chunk: int = 0) -> torch.Tensor:
+        if module == LANG:
+            return self._forward_language(step, mb, inputs, st, chunk)
+        if chunk:
+            raise ValueError(f"{module}: only the language model runs interleaved chunks (got chunk {chunk})")
         if module == COLOCATED:
             return self._forward_colocated(step, mb, st)
-        if module == LANG:
-            return self._forward_language(step, mb, inputs, st)
         return self._forward_encoder(module, step, mb, inputs)
 
     def _forward_encoder(self, name: str, step: int, mb: int, inputs) -> torch.Tensor:
@@ -132,14 +147,14 @@ class MimoCompute:
         out, _ = self.model(input_ids=None, modality_inputs=raw)
         return out[name]
 
-    def _forward_language(self, step: int, mb: int, inputs, st) -> torch.Tensor:
+    def _forward_language(self, step: int, mb: int, inputs, st, chunk: int = 0) -> torch.Tensor:
         m = self.plan.modules[LANG]
         tokens = self._tokens(LANG, step, mb)
         self.model.set_input_tensor(inputs)
         out, _ = self.model(input_ids=tokens["input_ids"], position_ids=tokens["position_ids"],
                             attention_mask=None, loss_mask=tokens["loss_mask"], labels=None,
-                            packing_kwargs=self._packing_kwargs(tokens))
-        if m.coords(self.rank).pp < m.pp - 1:
+                            packing_kwargs=self._packing_kwargs(tokens), chunk=chunk)
+        if m.coords(self.rank).pp < m.pp - 1 or chunk < self.model.num_chunks - 1:  # not the last virtual stage
             return out[LANG]
         return self._loss(out, tokens, st)
 
@@ -176,9 +191,25 @@ class MimoCompute:
         return count_cut_captions(logits, tokens, pgs.tp, pgs.cp, self.plan.micro_batch)
 
     # ---- gradients ----
+    def deferring_weight_grads(self, module: str, chunk: int, step: int, mb: int):
+        """Context of a B action's backward: the split linears defer their weight gradients under
+        (chunk, step, mb) (nothing changes without zero_bubble)."""
+        queue = self.weight_queues.get(module)
+        return contextlib.nullcontext() if queue is None else queue.recording((chunk, step, mb))
+
+    def weight_grads(self, module: str, chunk: int, step: int, mb: int) -> None:
+        """A W action: the weight gradients its B deferred."""
+        queue = self.weight_queues.get(module)
+        if queue is None:
+            raise RuntimeError(f"{module}: a W action, but this run does not split weight gradients "
+                               f"(train.schedule zero_bubble does)")
+        queue.compute((chunk, step, mb))
+
     def reduce_grads(self, module: str) -> None:
         """SUM over each module's dp_cp group; tied embeddings also over the embedding group;
         sequence-parallel parameters of the language model also over its TP group."""
+        if module in self.weight_queues:  # a list without a W for some B still gets every gradient
+            self.weight_queues[module].flush()
         for name in (list(self.plan.modules) if module == COLOCATED else [module]):
             pgs = self.groups[name].pgs
             if name == LANG and self.plan.modules[LANG].sequence_parallel:
@@ -188,6 +219,14 @@ class MimoCompute:
             all_reduce_grads(module_parameters(self.model, name), pgs.dp_cp)
             lm = self.model.language_model
             if name == LANG and self.plan.modules[LANG].pp > 1 and lm.share_embeddings_and_output_weights:
-                shared = lm.shared_embedding_or_output_weight()
+                shared = self.model.shared_embedding_or_output_weight()
                 if shared is not None:
                     all_reduce_grads([shared], pgs.embd)
+
+
+def _module_roots(model, name: str) -> List[torch.nn.Module]:
+    if name == COLOCATED:
+        return [model]
+    if name == LANG:
+        return model.language_modules()
+    return [model.modality_submodules[name]]

@@ -26,8 +26,8 @@ from mimo_runtime.train.params import matches, named_module_parameters
 def module_parameters(model, name: str) -> List[torch.nn.Parameter]:
     """Parameters of one module on this rank (empty if the rank does not hold it)."""
     if name == LANG:
-        lm = getattr(model, "language_model", None)
-        return list(lm.parameters()) if lm is not None else []
+        chunks = model.language_modules() if hasattr(model, "language_modules") else []
+        return [p for lm in chunks for p in lm.parameters()]
     sub = model.modality_submodules
     return list(sub[name].parameters()) if name in sub else []
 
@@ -74,7 +74,7 @@ def _norm_params(model, plan: Plan, rank: int, name: str) -> List[torch.nn.Param
     if (name == LANG and lang.pp > 1 and lang.coords(rank).pp == lang.pp - 1
             and model.language_model.share_embeddings_and_output_weights):
         # the last stage's copy of a tied embedding counts once, on the first stage
-        duplicate = model.language_model.shared_embedding_or_output_weight()
+        duplicate = model.shared_embedding_or_output_weight()
     c = plan.modules[name].coords(rank)
     dp_cp_rank = c.dp * plan.modules[name].cp + c.cp
     return [p for p in module_parameters(model, name)

@@ -63,7 +63,8 @@ class Runtime:
                                  frozen_ahead=True)
         self.train_programs = {name: p[self.rank] for name, p in programs.items()}
         self.eval_program = lower_plan(build_schedule(self.plan, m, "forward"), self.plan)[self.rank]
-        compute = MimoCompute(self.plan, self.groups, self.model, self.rank, self.feeder, masked_token_loss_sum)
+        compute = MimoCompute(self.plan, self.groups, self.model, self.rank, self.feeder, masked_token_loss_sum,
+                              split_weights=cfg.schedule == "zero_bubble")  # B and W (model/weight_grad.py)
         # `frozen: true` keeps the projection trainable; only an encoder frozen entirely stops gradients
         trainable = {n: n not in self.frozen_all for n in self.plan.modules}
         self.executor = Executor(self.plan, self.rank, compute, cfg.timeout_s, trainable, self._optimizer_step)
