@@ -140,3 +140,17 @@ def test_an_unprepared_directory_is_one_error_line_exit_2_before_any_rank_starts
         assert p.returncode == 2, p.stderr
         assert p.stderr.strip().splitlines() == [f"error: {shards}: not a megatron-energon dataset: no .nv-meta/ "
                                                  f"(prepare it with `energon prepare`)"], command
+
+
+def test_a_blend_of_an_energon_and_a_llava_dataset_reads_each_part_as_itself(files):
+    llava = {"weight": 1, "format": "llava", "path": files["path"], "image_root": files["image_root"]}
+    t = topo({"blend": [{"weight": 2, "format": "energon", "path": files["energon"]}, llava],
+              "tokenizer": files["tokenizer"], "seq_length": 16})
+    b = opened(t)
+    assert isinstance(b, BlendDataset) and [type(p).__name__ for p in b.parts] == ["EnergonDataset", "LlavaDataset"]
+    assert len(b) == len(b.parts[0]) + 16 and list(b.part).count(0) == round(len(b) * 2 / 3)
+    for i in range(len(b)):
+        part, j = b.where(i)
+        assert torch.equal(b.tokens(i)["input_ids"], part.tokens(j)["input_ids"])
+        assert b.num_items(i, "images") == part.num_items(j, "images")
+    assert [len(x.entries) for x in index_data(t)] == [len(b.parts[0]), 16]
