@@ -79,8 +79,7 @@ def open_split(path: str, split: str) -> Tuple[object, List[Tuple[object, float]
     try:
         loaded = load_dataset(path).get_datasets(training=False, split_part=split, worker_config=config, decoder=None)
     except Exception as e:  # energon raises several types for a bad directory or YAML
-        raise DataError(path, 0, f"megatron-energon cannot open split '{split}': "
-                                 f"{(str(e).splitlines() or [type(e).__name__])[0]}") from None
+        raise DataError(path, 0, f"megatron-energon cannot open split '{split}': {_first_line(e)}") from None
     out = []
     for d in loaded.datasets:
         factory = d.dataset
@@ -170,39 +169,50 @@ def _where(reader: Reader, sample, i: int) -> Tuple[str, str]:
     return os.path.join(reader.path, shard) if shard else reader.path, f"sample {key or i}"
 
 
+def _entry(tok, facts: Facts, i: int, sample) -> Entry:
+    """Sample i checked (record, placeholders against images, images decoded) and counted; ValueError if bad."""
+    record, images = as_record(sample)
+    msgs = messages(record)
+    names = image_list(record)
+    check_placeholders(msgs, names, facts)
+    for name in names:
+        try:
+            _image(images[name])
+        except ValueError:
+            raise
+        except Exception as e:  # PIL raises several types for bad bytes; all mean "cannot decode"
+            raise ValueError(f"unreadable image {name}: {_first_line(e)}") from None
+    return Entry(i, 0, 0, tuple(names), *counts(tok, facts, msgs))
+
+
 def build_index(reader: Reader, facts: Facts) -> Index:
-    """Every sample read once: record, placeholders against images, images decoded, tokenized for its counts."""
+    """Every sample of the split read once, checked and counted."""
     tok = checker(facts)
     entries, skipped, first = [], 0, ""
     for i in range(len(reader)):
-        sample = None
         try:
             sample = reader.sample(i)
-            record, images = as_record(sample)
-            msgs = messages(record)
-            names = image_list(record)
-            check_placeholders(msgs, names, facts)
-            for name in names:
-                try:
-                    _image(images[name])
-                except ValueError:
-                    raise
-                except Exception as e:  # PIL raises several types for bad bytes; all mean "cannot decode"
-                    raise ValueError(f"unreadable image {name}: {(str(e).splitlines() or [type(e).__name__])[0]}")
-            entries.append(Entry(i, 0, 0, tuple(names), *counts(tok, facts, msgs)))
-        except Exception as e:  # a bad sample, or a shard energon cannot read
-            if not isinstance(e, ValueError) and sample is not None:
-                raise
-            shard, what = _where(reader, sample, i)
-            message = str(e) if isinstance(e, ValueError) else f"cannot read: {(str(e).splitlines() or [''])[0]}"
-            if facts.on_error == "raise":
-                raise DataError(shard, 0, f"{what}: {message}") from None
-            skipped += 1
-            first = first or f"{shard}: {what}: {message}"
+        except Exception as e:  # a shard energon cannot read (several error types)
+            sample, error = None, f"cannot read: {_first_line(e)}"
+        else:
+            try:
+                entries.append(_entry(tok, facts, i, sample))
+                continue
+            except ValueError as e:
+                error = str(e)
+        shard, what = _where(reader, sample, i)
+        if facts.on_error == "raise":
+            raise DataError(shard, 0, f"{what}: {error}")
+        skipped += 1
+        first = first or f"{shard}: {what}: {error}"
     if not entries:
         raise DataError(reader.path, 0, f"no usable sample in split '{reader.split}' ({skipped} skipped; first: "
                                         f"{first})" if skipped else f"split '{reader.split}' has no samples")
     return Index(reader.path, entries, skipped, first)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def load_index(reader: Reader, facts: Facts) -> Index:

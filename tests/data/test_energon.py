@@ -154,3 +154,14 @@ def test_a_blend_of_an_energon_and_a_llava_dataset_reads_each_part_as_itself(fil
         assert torch.equal(b.tokens(i)["input_ids"], part.tokens(j)["input_ids"])
         assert b.num_items(i, "images") == part.num_items(j, "images")
     assert [len(x.entries) for x in index_data(t)] == [len(b.parts[0]), 16]
+
+
+def test_an_image_part_that_does_not_decode_is_a_bad_sample(files, tmp_path):
+    from mimo_runtime.data.energon import prepare
+
+    rec = {**record(1, 1), "image": ["0.png"]}
+    d = write_shards(str(tmp_path / "broken"), [{"json": json.dumps(rec).encode(), "0.png": b"not a png"}])
+    prepare(d, "CrudeWebdataset")
+    with pytest.raises(DataError) as e:
+        index_data(topo({"format": "energon", "path": d, "tokenizer": files["tokenizer"]}))
+    assert str(e.value).startswith(f"{d}/shard_0.tar: sample s000: unreadable image 0.png: ")
