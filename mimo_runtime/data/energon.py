@@ -38,16 +38,25 @@ SUPPORTED = "CaptioningSample, VQASample, or crude samples (CrudeWebdataset) wit
 
 class Reader:
     """One split of an energon dataset, read by sample index. `leaf` picks one dataset of a metadataset
-    (energon's own YAML blend); opened lazily, once per process, so forked data workers open their own."""
+    (energon's own YAML blend); opened lazily, once per process, so forked data workers open their own.
+    `parts`: "text" or "images" reads only those tar members of crude samples (the json part, or the
+    others), so a language rank does not even read image bytes and an encoder rank no record; other
+    sample types map all their fields and are read whole."""
 
-    def __init__(self, path: str, split: str, leaf: int = 0):
-        self.path, self.split, self.leaf = path, split, leaf
+    def __init__(self, path: str, split: str, leaf: int = 0, parts: Optional[str] = None):
+        self.path, self.split, self.leaf, self.parts = path, split, leaf, parts
         self._open = None  # (pid, worker config, factory, dataset)
 
     def _opened(self):
         if self._open is None or self._open[0] != os.getpid():
+            from megatron.energon import CrudeSample
+
             config, loaded = open_split(self.path, self.split)
             factory = loaded[self.leaf][0]
+            if self.parts and factory.__sample_type__ is CrudeSample:
+                # the reader's member filter (BaseWebdatasetFactory.part_filter, read by build()): filtered
+                # members are skipped in the tar, never read
+                factory.part_filter = (lambda p: p == "json") if self.parts == "text" else (lambda p: p != "json")
             self._open = (os.getpid(), config, factory, factory.build())
         return self._open
 
@@ -90,8 +99,9 @@ def open_split(path: str, split: str) -> Tuple[object, List[Tuple[object, float]
     return config, out
 
 
-def as_record(sample) -> Tuple[dict, Dict[str, object]]:
-    """(a LLaVA record, {image name: raw image}) of one energon sample; ValueError when it has none."""
+def as_record(sample, images: bool = True) -> Tuple[dict, Dict[str, object]]:
+    """(a LLaVA record, {image name: raw image}) of one energon sample; ValueError when it has none.
+    `images=False`: the record alone (a text reader has no image parts)."""
     from megatron.energon import CaptioningSample, CrudeSample, VQASample
 
     if isinstance(sample, CaptioningSample):
@@ -112,12 +122,12 @@ def as_record(sample) -> Tuple[dict, Dict[str, object]]:
             raise ValueError(f"broken JSON in its json part: {e}") from None
         if not isinstance(record, dict):
             raise ValueError(f"its json part must be an object, got {type(record).__name__}")
-        images = {}
-        for name in image_list(record):
+        raw = {}
+        for name in image_list(record) if images else []:
             if name not in sample:
                 raise ValueError(f"no part '{name}' (named in its record's image list)")
-            images[name] = sample[name]
-        return record, images
+            raw[name] = sample[name]
+        return record, raw
     raise ValueError(f"energon sample type {type(sample).__name__} is not read; use {SUPPORTED}")
 
 
@@ -236,22 +246,25 @@ def load_index(reader: Reader, facts: Facts) -> Index:
 
 class EnergonDataset(LlavaDataset):
     """The placement-aware dataset of one energon dataset split (LlavaDataset's counts, batches and
-    workers over an index whose entries name energon sample indices)."""
+    workers over an index whose entries name energon sample indices). Tokens come through a reader of
+    the samples' text, pixels through one of their images (opened on first use: a rank opens only the
+    one its stage needs)."""
 
     def __init__(self, reader: Reader, index: Index, facts: Facts, workers: int = 0, inputs=None):
         super().__init__(index, facts, workers, *([inputs] if inputs else []))
-        self.reader = reader
+        self.readers = {p: Reader(reader.path, reader.split, reader.leaf, p) for p in ("text", "images")}
 
     def _record(self, e: Entry) -> dict:
-        return as_record(self.reader.sample(e.line))[0]
+        return as_record(self.readers["text"].sample(e.line), images=False)[0]
 
     def _pixels(self, e: Entry) -> List:
-        sample = self.reader.sample(e.line)
-        try:
-            images = as_record(sample)[1]
-            return [pixels_of(_image(images[n]), self.facts.image_shape, self._processor or None) for n in e.images]
+        reader = self.readers["images"]
+        sample = reader.sample(e.line)
+        try:  # the index holds the image names: the record is not read again
+            raw = [sample[n] if isinstance(sample, dict) else getattr(sample, n) for n in e.images]
+            return [pixels_of(_image(r), self.facts.image_shape, self._processor or None) for r in raw]
         except Exception as err:  # the shards changed since they were indexed
-            shard, what = _where(self.reader, sample, e.line)
+            shard, what = _where(reader, sample, e.line)
             raise DataError(shard, 0, f"{what}: unreadable image: {err}") from None
 
 

@@ -165,3 +165,12 @@ def test_an_image_part_that_does_not_decode_is_a_bad_sample(files, tmp_path):
     with pytest.raises(DataError) as e:
         index_data(topo({"format": "energon", "path": d, "tokenizer": files["tokenizer"]}))
     assert str(e.value).startswith(f"{d}/shard_0.tar: sample s000: unreadable image 0.png: ")
+
+
+def test_language_ranks_read_only_the_record_part_and_encoder_ranks_only_the_image_parts(files):
+    e = opened(topo({"format": "energon", "path": files["energon"], "tokenizer": files["tokenizer"]}))
+    two = next(i for i in range(len(e)) if e.num_items(i, "images") == 2)
+    e.tokens(two), e.modality(two, "images")
+    k = e.index.entries[two].line
+    parts = {p: {n for n in e.readers[p].sample(k) if not n.startswith("__")} for p in ("text", "images")}
+    assert parts == {"text": {"json"}, "images": {"0.png", "1.png"}}
