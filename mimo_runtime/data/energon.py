@@ -57,7 +57,7 @@ class Reader:
                 # the reader's member filter (BaseWebdatasetFactory.part_filter, read by build()): filtered
                 # members are skipped in the tar, never read
                 factory.part_filter = (lambda p: p == "json") if self.parts == "text" else (lambda p: p != "json")
-            self._open = (os.getpid(), config, factory, factory.build())
+            self._open = [os.getpid(), config, factory, None]  # the dataset is built on the first sample read
         return self._open
 
     @property
@@ -69,7 +69,10 @@ class Reader:
 
     def sample(self, i: int):
         """Sample i of the split, fields as raw bytes; the key is energon's restore key for it."""
-        _, config, _, dataset = self._opened()
+        opened = self._opened()
+        if opened[3] is None:
+            opened[3] = opened[2].build()
+        config, dataset = opened[1], opened[3]
         config.worker_activate(i)
         try:
             return dataset.restore_sample((type(dataset).__name__, i, "Webdataset", i))
