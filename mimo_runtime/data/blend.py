@@ -10,6 +10,8 @@ topology derives the same blend, and the sampler's position (`samples_seen`) res
 An energon metadataset (its YAML `blend:` of weighted datasets) becomes the same blend (energon.py).
 """
 
+import hashlib
+import json
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -51,7 +53,10 @@ class BlendDataset:
 
     def __init__(self, parts: Sequence, weights: Sequence[float], seed: int):
         self.parts, self.weights = list(parts), [float(w) for w in weights]
-        self.part, self.local = blend_order([len(p) for p in self.parts], self.weights, seed)
+        sizes = [len(p) for p in self.parts]
+        self.part, self.local = blend_order(sizes, self.weights, seed)
+        # in the checkpoint's data position: resuming on a blend of other parts or weights is refused
+        self.order_key = hashlib.sha256(json.dumps([sizes, self.weights, seed]).encode()).hexdigest()[:16]
         lengths = {getattr(p, "seq_length", 0) for p in self.parts}
         self.seq_length = max(lengths)
         self.modalities = sorted({m for p in self.parts for m in getattr(p, "modalities", [])})

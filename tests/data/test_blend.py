@@ -128,3 +128,21 @@ def test_a_bad_blend_section_is_one_error_naming_its_field(data, field, message)
     with pytest.raises(TopologyError) as e:
         topo(data)
     assert e.value.field == field and message in str(e.value), str(e.value)
+
+
+def test_a_checkpoint_of_a_blend_continues_only_on_the_same_blend():
+    from mimo_runtime.plan import make_plan
+    from mimo_runtime.train.feed import Feeder
+
+    plan = make_plan(topology_from_dict({"model": "tiny-vlm", "modules": {"images": {"kind": "encoder", "ranks": 1},
+                                                                          "language": {"kind": "language", "ranks": 1}},
+                                         "train": {"global_batch": 4, "micro_batch": 2}}))
+
+    def feeder(weights):
+        data = BlendDataset([Part(1, 6), Part(2, 6)], weights, seed=5)
+        return Feeder(plan, data, Sampler.for_plan(plan, len(data), 5), None, None, {"images": 4})
+
+    saved = feeder([1.0, 3.0]).data_position(2)
+    assert saved["samples_seen"] == 8 and saved["dataset_len"] == 12 and saved["order"]
+    assert feeder([1.0, 3.0]).position_mismatch(saved) == ""
+    assert "another data blend" in feeder([1.0, 2.0]).position_mismatch(saved)  # same size, other weights
