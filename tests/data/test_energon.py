@@ -145,8 +145,10 @@ def test_an_unprepared_directory_is_one_error_line_exit_2_before_any_rank_starts
 def test_a_blend_of_an_energon_and_a_llava_dataset_reads_each_part_as_itself(files):
     llava = {"weight": 1, "format": "llava", "path": files["path"], "image_root": files["image_root"]}
     t = topo({"blend": [{"weight": 2, "format": "energon", "path": files["energon"]}, llava],
-              "tokenizer": files["tokenizer"], "seq_length": 16})
+              "tokenizer": files["tokenizer"], "seq_length": 16,
+              "heldout": {"format": "energon", "path": files["energon"]}})
     b = opened(t)
+    assert isinstance(opened(t, "heldout"), energon.EnergonDataset)  # the val split, as its format says
     assert isinstance(b, BlendDataset) and [type(p).__name__ for p in b.parts] == ["EnergonDataset", "LlavaDataset"]
     assert len(b) == len(b.parts[0]) + 16 and list(b.part).count(0) == round(len(b) * 2 / 3)
     for i in range(len(b)):
