@@ -71,10 +71,10 @@ def preflight(topology, needs_data: bool = True) -> None:
     src = topology.source
     if not isinstance(topology.model, str) and topology.model.factory:  # not for model: {hf: DIR}
         resolve(src, "model.factory", topology.model.factory)
-    if getattr(topology.data, "format", None) == "llava":
-        from mimo_runtime.data.llava import index_topology
+    if getattr(topology.data, "formats", None):
+        from mimo_runtime.data.sources import index_data
 
-        index_topology(topology, heldout=True)  # bad records fail here, in seconds, before any rank starts
+        index_data(topology, heldout=True)  # bad records fail here, in seconds, before any rank starts
     elif topology.data is not None:
         resolve(src, "data.factory", topology.data.factory)
     elif needs_data and not isinstance(topology.model, str):

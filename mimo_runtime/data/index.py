@@ -66,11 +66,7 @@ def _entry(tok, facts: Facts, line: int, offset: int, end: int, record) -> Entry
         raise ValueError(f"a record must be a JSON object, got {type(record).__name__}")
     msgs = messages(record)
     images = image_list(record)
-    placeholders = sum(m["content"].count("<image>") for m in msgs)
-    if placeholders != len(images):
-        raise ValueError(f"{placeholders} <image> placeholder(s) but {len(images)} image(s)")
-    if images and not facts.rows:
-        raise ValueError("the record has images but the model has no image encoder")
+    check_placeholders(msgs, images, facts)
     for name in images:
         full = os.path.join(facts.image_root, name)
         if not os.path.isfile(full):
@@ -79,6 +75,20 @@ def _entry(tok, facts: Facts, line: int, offset: int, end: int, record) -> Entry
             check_image(full)
         except Exception as e:  # PIL raises several types for a bad file; all mean "cannot decode"
             raise ValueError(f"unreadable image {full}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    return Entry(line, offset, end, tuple(images), *counts(tok, facts, msgs))
+
+
+def check_placeholders(msgs, images: List[str], facts: Facts) -> None:
+    placeholders = sum(m["content"].count("<image>") for m in msgs)
+    if placeholders != len(images):
+        raise ValueError(f"{placeholders} <image> placeholder(s) but {len(images)} image(s)")
+    if images and not facts.rows:
+        raise ValueError("the record has images but the model has no image encoder")
+
+
+def counts(tok, facts: Facts, msgs) -> Tuple[int, int]:
+    """(tokens before truncation, loss tokens after) of a checked conversation; ValueError when its
+    images do not fit or no assistant token is left."""
     ids, assistant = encode(tok, msgs, facts.image_id, facts.rows)
     if last_image_end(ids, facts.image_id) > facts.seq_length:
         raise ValueError(f"its images end at token {last_image_end(ids, facts.image_id)}, past seq_length "
@@ -86,7 +96,7 @@ def _entry(tok, facts: Facts, line: int, offset: int, end: int, record) -> Entry
     loss = int(sample_tokens(ids, assistant, facts.seq_length, 0)["loss_mask"].sum())
     if loss == 0:
         raise ValueError(f"no assistant token is left within seq_length {facts.seq_length}")
-    return Entry(line, offset, end, tuple(images), len(ids), loss)
+    return len(ids), loss
 
 
 def _check_processor(processor, facts: Facts) -> None:
@@ -100,10 +110,7 @@ def _check_processor(processor, facts: Facts) -> None:
 
 
 def build_index(path: str, facts: Facts) -> Index:
-    tok = load_tokenizer(facts.tokenizer, facts.image_id if facts.rows else None)
-    processor = load_processor(facts.tokenizer)
-    if processor is not None:
-        _check_processor(processor, facts)
+    tok = checker(facts)
     entries, skipped, first = [], 0, ""
     for line, offset, end, record in scan(path):
         try:
@@ -131,7 +138,21 @@ def load_index(path: str, facts: Facts) -> Index:
         key = _key(path, facts)
     except OSError as e:
         raise DataError(path, 0, f"cannot read file: {e.strerror}") from None
-    cache = path + SUFFIX
+    return cached(path + SUFFIX, key, path, lambda: build_index(path, facts))
+
+
+def checker(facts: Facts):
+    """The tokenizer (and a checked image processor) an index pass tokenizes with."""
+    tok = load_tokenizer(facts.tokenizer, facts.image_id if facts.rows else None)
+    processor = load_processor(facts.tokenizer)
+    if processor is not None:
+        _check_processor(processor, facts)
+    return tok
+
+
+def cached(cache: str, key: dict, path: str, build) -> Index:
+    """The index of `path` stored in file `cache` under `key`, or `build()`'s, stored there when the
+    directory allows."""
     try:
         with open(cache, encoding="utf-8") as f:
             stored = json.load(f)
@@ -139,7 +160,7 @@ def load_index(path: str, facts: Facts) -> Index:
             return Index(path, [_entry_of(e) for e in stored["entries"]], stored["skipped"], stored["first_error"])
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no cache, or a stale or foreign one: rebuild
-    index = build_index(path, facts)
+    index = build()
     body = {"key": key, "skipped": index.skipped, "first_error": index.first_error,
             "entries": [[e.line, e.offset, e.end, list(e.images), e.length, e.loss_tokens] for e in index.entries]}
     tmp = f"{cache}.{os.getpid()}.tmp"

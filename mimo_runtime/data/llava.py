@@ -15,7 +15,7 @@ import torch
 
 from mimo_runtime.data.chat import encode, load_tokenizer, messages, sample_tokens
 from mimo_runtime.data.images import load_pixels, load_processor
-from mimo_runtime.data.index import Facts, Index, load_index
+from mimo_runtime.data.index import Entry, Facts, Index, load_index
 from mimo_runtime.data.records import DataError, read_record
 from mimo_runtime.errors import TopologyError
 from mimo_runtime.model.inputs import ENCODER_INPUTS, IMAGE_SHAPE, SPECIAL_TOKEN_IDS
@@ -42,10 +42,14 @@ def split_files(topology: Topology, split: str):
 
 
 def facts_for(topology: Topology, split: str) -> Facts:
+    return source_facts(topology, split_files(topology, split)[1])
+
+
+def source_facts(topology: Topology, image_root: str) -> Facts:
+    """What a records file's counts depend on besides the file (energon.py passes its directory as the root)."""
     data = topology.data
     length, rows, image_id, shape = model_facts(topology)
-    return Facts(data.tokenizer, split_files(topology, split)[1], data.seq_length or length, rows, image_id, shape,
-                 data.on_error)
+    return Facts(data.tokenizer, image_root, data.seq_length or length, rows, image_id, shape, data.on_error)
 
 
 def model_facts(topology: Topology) -> Tuple[int, int, Optional[int], Tuple[int, int, int]]:
@@ -114,7 +118,7 @@ class LlavaDataset:
             self._tok = load_tokenizer(self.facts.tokenizer, self.facts.image_id)
         e = self.index.entries[i]
         try:
-            msgs = messages(read_record(self.path, e.offset, e.end))
+            msgs = messages(self._record(e))
             ids, assistant = encode(self._tok, msgs, self.facts.image_id, self.facts.rows)
         except ValueError as err:  # the file changed since it was indexed
             raise DataError(self.path, e.line, str(err)) from None
@@ -128,17 +132,26 @@ class LlavaDataset:
         if self._processor is None:
             self._processor = load_processor(self.facts.tokenizer) or False
         e = self.index.entries[i]
-        pixels = []
-        for name_ in e.images:
-            path = os.path.join(self.facts.image_root, name_)
-            try:
-                pixels.append(torch.from_numpy(load_pixels(path, self.facts.image_shape, self._processor or None)))
-            except Exception as err:  # PIL's several error types: the image changed since it was indexed
-                raise DataError(self.path, e.line, f"unreadable image {path}: {err}") from None
+        pixels = [torch.from_numpy(p) for p in self._pixels(e)]
         READS["images"] += len(pixels)
         key, field = self.inputs
         stacked = torch.stack(pixels) if pixels else torch.zeros((0, *self.facts.image_shape))
         return {key: {field: stacked}}
+
+    def _record(self, e: Entry) -> dict:
+        """The record of index entry `e` (energon.py reads it from WebDataset shards instead)."""
+        return read_record(self.path, e.offset, e.end)
+
+    def _pixels(self, e: Entry) -> List:
+        """(C, H, W) float32 arrays of entry `e`'s images."""
+        out = []
+        for name in e.images:
+            path = os.path.join(self.facts.image_root, name)
+            try:
+                out.append(load_pixels(path, self.facts.image_shape, self._processor or None))
+            except Exception as err:  # PIL's several error types: the image changed since it was indexed
+                raise DataError(self.path, e.line, f"unreadable image {path}: {err}") from None
+        return out
 
     # ---- batches: in `workers` forked processes when data.workers > 0, prefetched one microbatch ahead ----
     def tokens_batch(self, ids: Sequence[int]) -> List[Dict[str, torch.Tensor]]:

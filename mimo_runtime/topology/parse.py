@@ -194,7 +194,7 @@ def parse_topology(raw: Dict[str, Any], src: str) -> Topology:
         modules = parse_modules(raw.get("modules"), src) if "modules" in raw else {}
     rest = {k: v for k, v in raw.items() if k != "modules"}
     given = {"modules": modules, "source": src}
-    if isinstance(rest.get("data"), dict) and "format" in rest["data"]:
+    if isinstance(rest.get("data"), dict) and ("format" in rest["data"] or "blend" in rest["data"]):
         from mimo_runtime.topology.data import parse_data
 
         with problems.guard():

@@ -147,8 +147,9 @@ class DataFactory:
 class Topology:
     name: str = spec("", "a label for logs")
     model: Union[str, ModelFactory] = spec("tiny-vlm", "model preset name, or {factory, args} for your own model, or {hf: DIR}")
-    data: Optional[DataFactory] = spec(None, "{factory, args, workers} for your own dataset, or {format: llava, ...} "
-                                             "for one on disk (topology/data.py); default: the preset's")
+    data: Optional[DataFactory] = spec(None, "{factory, args, workers} for your own dataset, or {format: llava or "
+                                             "energon, ...} or {blend: [...]} for data on disk (topology/data.py); "
+                                             "default: the preset's")
     placement: str = spec("separate", "separate: modules on their own ranks; colocated: every module on all ranks",
                           choices=("separate", "colocated"))
     modules: Mapping[str, Module] = spec(REQUIRED, "the modules, by name")

@@ -97,13 +97,18 @@ class Feeder:
     def data_position(self, step: int) -> Dict[str, int]:
         """Where the data stands before global batch `step`: saved in every checkpoint. The sampler is a
         pure function of (seed, dataset size, position), so this resumes exactly."""
-        return {"samples_seen": step * self.sampler.global_batch, "dataset_len": self.sampler.dataset_len}
+        order = getattr(self.dataset, "order_key", None)  # a blend's parts and weights (data/blend.py)
+        return {"samples_seen": step * self.sampler.global_batch, "dataset_len": self.sampler.dataset_len,
+                **({"order": order} if order else {})}
 
     def position_mismatch(self, saved: Dict[str, int]) -> str:
         """Why a checkpoint's data position cannot continue on this feeder's data ('' when it can)."""
         if saved.get("dataset_len") != self.sampler.dataset_len:
             return (f"checkpoint was trained on a dataset of {saved.get('dataset_len')} samples but this run's has "
                     f"{self.sampler.dataset_len} (the sample order would differ)")
+        if saved.get("order") != getattr(self.dataset, "order_key", None):
+            return ("checkpoint was trained on another data blend (its parts or weights differ: the sample order "
+                    "would differ)")
         return ""
 
     def step_metrics(self, step: int) -> Dict[str, float]:

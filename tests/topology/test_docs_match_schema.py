@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from mimo_runtime.topology import Module, Parallel, Topology, Train
-from mimo_runtime.topology.data import DataFiles, Heldout
+from mimo_runtime.topology.data import BlendPart, DataFiles, Heldout
 from mimo_runtime.topology.schema import DataFactory, ModelFactory, Optimizer, Pretrained
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "topology.md").read_text()
 SECTIONS = {"Top level": Topology, "`modules.NAME`": Module, "`modules.NAME.parallel`": Parallel, "`train`": Train,
             "`train.optimizer`, `modules.NAME.optimizer`": Optimizer, "`modules.NAME.pretrained`": Pretrained,
             "`model` (a factory)": ModelFactory, "`data`": DataFactory, "`data` (files on disk)": DataFiles,
-            "`data.heldout`": Heldout}
+            "`data.heldout`": Heldout, "`data.blend[]`": BlendPart}
 FILLED_BY_THE_LOADER = {("Module", "name"), ("Topology", "source")}  # not file keys
 
 
