@@ -26,7 +26,8 @@ class _Exchange(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return ctx.bridge.exchange_backward(grad.contiguous(), ctx.lang_rows, ctx.enc_rows, ctx.hidden), None, None, None
+        rows = ctx.bridge.exchange_backward(grad.contiguous(), ctx.lang_rows, ctx.enc_rows, ctx.hidden)
+        return rows, None, None, None
 
 
 def exchange_rows(rows: torch.Tensor, bridge: Bridge, enc_rows: Sequence[int], lang_rows: Sequence[int]) -> torch.Tensor:

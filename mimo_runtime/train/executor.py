@@ -27,8 +27,8 @@ import torch
 
 from mimo_runtime.comm import Bridge, CommStats, Outbox, recv_tensors, send_tensors, shm
 from mimo_runtime.comm.inbox import Inbox
-from mimo_runtime.comm.routes import relayed
 from mimo_runtime.comm.p2p_groups import GroupTransport
+from mimo_runtime.comm.routes import relayed
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
 from mimo_runtime.train.memory import ActivationMeter
 
@@ -243,7 +243,7 @@ class Executor:
         posted, finish = [], []
         for a, ops in g.messages:
             if g.relay:  # what the previous group's receive `a` brought, passed on (comm/routes.py relays)
-                mine, done = [("send", r.dst, b) for r, b in self._relaying.pop(a)], (lambda: None)
+                mine, done = [("send", r.dst, b) for r, b in self._relaying.pop(a, [])], (lambda: None)
             else:
                 mine, done = self._message_ops(a, st)
             if [(o[0], o[1]) for o in mine] != list(ops):

@@ -83,8 +83,8 @@ class MimoCompute:
             tokens, config = getattr(encoder, "tokens_per_item", None), getattr(encoder, "config", None)
             if tokens is None or config is None:
                 return None
-            items = sum(self.feeder.rows_per_sample(step, mb, module, self.rank)) // self.feeder.tokens_per_item[module]
-            return (tokens, items, config.hidden_size)
+            rows = sum(self.feeder.rows_per_sample(step, mb, module, self.rank))
+            return (tokens, rows // self.feeder.tokens_per_item[module], config.hidden_size)
         lang = self.plan.language
         ids = self._tokens(LANG, step, mb)["input_ids"]
         return (ids.size(1) // lang.sequence_shards, ids.size(0), self.hidden)
