@@ -2,7 +2,8 @@
 
 Each sample carries a varying number of rows (images per sample differ), tagged with the sample's
 index so every receiver also checks it got exactly its own samples. The encoder's ranks are on one
-host and the language model's on another (the usual placement of modules on nodes). Two minimums:
+host and the language model's on another (the usual placement of modules on nodes); the traffic is
+what the trainer posts: the executor on the lowered 1F1B programs, relays included. Two minimums:
 - per rank: forward, every language stage-0 rank needs the rows of its samples once (TP and CP
   ranks each need them); backward, every encoder last-stage rank needs its samples' gradients once;
 - across hosts (`bridge_bytes_ratio`): forward, each language replica's rows cross once (its TP
@@ -79,42 +80,82 @@ def cross_host_minimum(layout: Layout, microbatches: int) -> int:
     return replicas * HIDDEN * BYTES
 
 
+class BridgeCompute:
+    """Executor compute for one layout: encoder rows tagged with their sample's index, and a language
+    loss whose gradient is minus its input, so each side checks it got exactly its own rows."""
+
+    dtype, device, hidden = None, None, HIDDEN
+
+    def __init__(self, layout: Layout, rank: int):
+        import torch
+
+        self.dtype, self.device = torch.float32, torch.device("cpu")
+        self.layout, self.rank = layout, rank
+        self.enc, self.lang = layout.modules()
+        self.wrong = self.checked = 0  # received row blocks (language) or gradients (encoder) not / checked
+
+    def _samples(self, m: ModulePlan) -> List[int]:
+        return list(owned(m, m.coords(self.rank).dp, self.layout.global_mb))
+
+    def _rows(self, m: ModulePlan, mb: int):
+        import torch
+
+        mine = self._samples(m)
+        return torch.cat([torch.full((rows_of(i, mb), HIDDEN), float(i)) for i in mine])
+
+    def encoder_rows(self, enc: str, step: int, mb: int) -> List[int]:
+        return [rows_of(i, mb) for i in self._samples(self.enc)]
+
+    def language_rows(self, enc: str, step: int, mb: int) -> List[int]:
+        return [rows_of(i, mb) for i in self._samples(self.lang)]
+
+    def forward(self, module: str, step: int, mb: int, inputs, st):
+        if module == self.enc.name:
+            x = self._rows(self.enc, mb).requires_grad_(True)
+            out = x * 1.0
+
+            def check(grad):
+                self.wrong += int(not grad.equal(-x.detach()))
+                self.checked += 1
+
+            out.register_hook(check)
+            return out
+        got = inputs[self.enc.name]
+        self.wrong += int(not got.detach().equal(self._rows(self.lang, mb)))
+        self.checked += 1
+        return -0.5 * (got * got).sum()
+
+    def reduce_grads(self, module: str) -> None:
+        """Nothing to reduce: the bench counts the bridge's bytes."""
+
+
 def bridge_rank(rank: int, world_size: int, layouts=LAYOUTS, microbatches: int = 4) -> List[Dict]:
-    """Forward and backward over the bridge for each layout that fits `world_size`; this rank's counts."""
-    import torch
+    """One training step over the bridge for each layout that fits `world_size`, posted as the trainer
+    does (the executor on the lowered programs, with the hosts' relays); this rank's counts."""
     import torch.distributed as dist
 
-    from mimo_runtime.comm import Bridge, CommStats, Outbox
+    from mimo_runtime.comm.lowering import lower_plan
+    from mimo_runtime.plan import ModuleLayout, Plan
+    from mimo_runtime.schedule import build_schedule
+    from mimo_runtime.train.executor import Executor
 
     out = []
     for layout in layouts:
         if layout.world_size != world_size:
             continue
         enc, lang = layout.modules()
-        stats, outbox = CommStats(), Outbox(60.0)
+        plan = Plan(world_size, ModuleLayout.NON_COLOCATED, {enc.name: enc, lang.name: lang}, ((enc.name, lang.name),),
+                    layout.global_mb * microbatches, layout.micro_batch, None)
         hosts = layout.hosts()
-        bridge = Bridge(enc, lang, layout.global_mb, rank, outbox, stats, 60.0, hosts=hosts)
-        wrong = 0
-        for mb in range(microbatches):
-            if enc.holds(rank):
-                mine = list(owned(enc, enc.coords(rank).dp, layout.global_mb))
-                rows = [rows_of(i, mb) for i in mine]
-                x = torch.cat([torch.full((n, HIDDEN), float(i)) for i, n in zip(mine, rows)])
-                bridge.send_forward(x, rows)
-                grad = bridge.recv_backward(rows, HIDDEN, torch.float32, torch.device("cpu"))
-                wrong += int(not torch.equal(grad, -x))
-            else:
-                mine = list(owned(lang, lang.coords(rank).dp, layout.global_mb))
-                rows = [rows_of(i, mb) for i in mine]
-                got = bridge.recv_forward(rows, HIDDEN, torch.float32, torch.device("cpu"))
-                want = torch.cat([torch.full((n, HIDDEN), float(i)) for i, n in zip(mine, rows)])
-                wrong += int(not torch.equal(got, want))
-                bridge.send_backward(-got, rows)
-            outbox.wait()
+        schedule = build_schedule(plan, microbatches)
+        compute = BridgeCompute(layout, rank)
+        ex = Executor(plan, rank, compute, 60.0, {enc.name: True, lang.name: True}, hosts=hosts)
+        ex.run_step(schedule.for_rank(plan, rank), 0, program=lower_plan(schedule, plan, hosts)[rank])
         dist.barrier()
+        stats = ex.stats
         out.append({"layout": layout.name, "payload_recv": stats.payload_recv, "payload_sent": stats.payload_sent,
-                    "header_recv": stats.header_recv, "wrong": wrong,
-                    "cross_host": sum(n for dst, n in bridge.bytes_to.items() if hosts[dst] != hosts[rank])})
+                    "header_recv": stats.header_recv, "wrong": compute.wrong, "checked": compute.checked,
+                    "cross_host": sum(n for dst, n in stats.sent_to.items() if hosts[dst] != hosts[rank])})
     return out
 
 
@@ -129,5 +170,5 @@ def summarize(per_rank: List[List[Dict]], microbatches: int = 4) -> Dict:
                      "ratio": round(got / minimum, 4), "cross_host_bytes": cross, "cross_host_minimum": cross_min,
                      "cross_host_ratio": round(cross / cross_min, 4), "sent_equals_received": sent == got,
                      "header_bytes": sum(r[i]["header_recv"] for r in per_rank),
-                     "all_rows_correct": all(r[i]["wrong"] == 0 for r in per_rank)})
+                     "all_rows_correct": all(r[i]["wrong"] == 0 and r[i]["checked"] for r in per_rank)})
     return {"bridge_bytes_ratio": max(max(r["ratio"], r["cross_host_ratio"]) for r in rows), "layouts": rows}

@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from mimo_runtime.comm.p2p import CommStats, Outbox, recv_tensors, send_tensors
-from mimo_runtime.comm.routes import Route, backward_routes, forward_routes, owned
+from mimo_runtime.comm.routes import Route, bridge_routes, owned, relayed
 from mimo_runtime.plan import ModulePlan
 
 # per sample: a row count (every row in slot 0), or the slot of each of its rows
@@ -33,17 +33,13 @@ RowSpec = Sequence[Union[int, Sequence[int]]]
 class Bridge:
     def __init__(self, enc: ModulePlan, lang: ModulePlan, global_mb: int, rank: int,
                  outbox: Outbox, stats: CommStats, timeout_s: float, progress=None,
-                 hosts: Optional[Sequence[str]] = None):
+                 hosts: Optional[Sequence[str]] = None, groups=None):
         self.enc, self.lang, self.rank = enc, lang, rank
+        self.groups = groups  # the p2p_groups.GroupTransport a colocated exchange posts its group on
         self.progress = progress  # called while a receive waits (p2p.wait_work)
         self.global_mb = global_mb
         self.outbox, self.stats, self.timeout_s = outbox, stats, timeout_s
-        if set(enc.ranks) & set(lang.ranks):
-            # colocated: a leader would also send its own rows to the ranks it relays to, and gloo
-            # matches one pair's messages by posting order; every route stays direct there
-            hosts = None
-        self.fwd = forward_routes(enc, lang, global_mb, hosts)
-        self.bwd = backward_routes(enc, lang, global_mb, hosts)
+        self.fwd, self.bwd = bridge_routes(enc, lang, global_mb, hosts)
         self.bytes_to: Counter = Counter()  # payload bytes this rank's bridge sent, by destination rank
         self.slots = lang.cp * lang.sequence_shards
         self._local = {}  # (direction, lo) -> rows this rank sent to itself
@@ -82,9 +78,8 @@ class Bridge:
         if r.src == self.rank:
             return self._local.pop((id(routes), r.lo))
         block = recv_tensors(["rows"], r.src, dtype, device, self.stats, self.timeout_s, progress=self.progress)["rows"]
-        for x in routes:
-            if x.src == self.rank and x.via == r.origin and x.lo == r.lo:
-                self._post(block, x, routes)
+        for x in relayed(routes, r):
+            self._post(block, x, routes)
         return block
 
     def _check(self, block: torch.Tensor, r: Route, want: int, what: str) -> None:
@@ -153,3 +148,33 @@ class Bridge:
     def send_backward(self, grad: torch.Tensor, rows_per_sample: Sequence[int]) -> None:
         for r, block in self.gradient_blocks(grad, rows_per_sample):
             self._post(block, r, self.bwd)
+
+    # a colocated rank's exchange (comm/exchange.py): its sends and receives as one p2p group
+    def exchange_forward(self, rows: torch.Tensor, enc_rows: RowSpec, lang_rows: Sequence[int]) -> torch.Tensor:
+        hidden, dtype, device = rows.shape[-1], rows.dtype, rows.device
+        out = self._exchange(self.forward_blocks(rows, enc_rows), self.embedding_rows(lang_rows),
+                             lambda n: torch.empty((n, hidden), dtype=dtype, device=device), "exchange forward")
+        return torch.cat(out) if out else torch.empty((0, hidden), dtype=dtype, device=device)
+
+    def exchange_backward(self, grad: torch.Tensor, lang_rows: Sequence[int], enc_rows: RowSpec,
+                          hidden: int) -> torch.Tensor:
+        where = self.gradient_index(enc_rows)
+        out = torch.zeros((sum(len(s) for s in self._slot_lists(enc_rows)), hidden), dtype=grad.dtype,
+                          device=grad.device)
+        got = self._exchange(self.gradient_blocks(grad, lang_rows), [(r, idx.numel()) for r, idx in where],
+                             lambda n: torch.empty((n, hidden), dtype=grad.dtype, device=grad.device),
+                             "exchange backward")
+        for (_, idx), block in zip(where, got):
+            out.index_copy_(0, idx.to(grad.device), block.reshape(-1, hidden))
+        return out
+
+    def _exchange(self, blocks, incoming, empty, label: str) -> List[torch.Tensor]:
+        """Post this rank's `blocks` and receive its `incoming` (route, rows) in one group, the ops in
+        route order as comm/lowering.py lowers them: sends, then receives; routes to itself stay local."""
+        local = {r: b.detach() for r, b in blocks if r.dst == self.rank}
+        got = [local.pop(r) if r.src == self.rank else empty(n) for r, n in incoming]
+        ops = [("send", r.dst, b.detach().contiguous()) for r, b in blocks if r.dst != self.rank] + \
+            [("recv", r.src, b) for (r, _), b in zip(incoming, got) if r.src != self.rank]
+        if ops:  # the lowering has no group where a rank exchanges nothing with others
+            self.groups.run(ops, f"{self.enc.name} {label}")
+        return got

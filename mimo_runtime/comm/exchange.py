@@ -4,8 +4,10 @@ With `placement: colocated` every rank holds every module, but an encoder may us
 TP/DP layout than the language model (e.g. encoder dp2, language tp2 on the same 2 ranks). Each
 rank's encoder then produced the rows of *its* encoder replica's samples, while its language replica
 needs the rows of other samples. `exchange_rows` moves them along the bridge's routes inside
-autograd: forward sends rows, backward sends their gradients back. Every rank builds the same
-graph, so every rank runs the backward exchanges in the same order (sends are asynchronous).
+autograd: forward sends rows, backward sends their gradients back. Each is one p2p group on the
+bridge's GroupTransport, the ops lowered by comm/lowering.py (`RankOps.inner`), so it runs under the
+strict (NCCL-like) transport and under NCCL. Every rank builds the same graph, so every rank runs
+the backward exchanges in the same order, the reverse of the forward's.
 """
 
 from typing import Sequence
@@ -19,15 +21,13 @@ class _Exchange(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows: torch.Tensor, bridge: Bridge, enc_rows: Sequence[int], lang_rows: Sequence[int]):
         ctx.bridge, ctx.enc_rows, ctx.lang_rows = bridge, list(enc_rows), list(lang_rows)
-        ctx.shape = (rows.shape[-1], rows.dtype, rows.device)
-        bridge.send_forward(rows, enc_rows)
-        return bridge.recv_forward(lang_rows, rows.shape[-1], rows.dtype, rows.device)
+        ctx.hidden = rows.shape[-1]
+        return bridge.exchange_forward(rows, enc_rows, lang_rows)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        hidden, dtype, device = ctx.shape
-        ctx.bridge.send_backward(grad.contiguous(), ctx.lang_rows)
-        return ctx.bridge.recv_backward(ctx.enc_rows, hidden, dtype, device), None, None, None
+        rows = ctx.bridge.exchange_backward(grad.contiguous(), ctx.lang_rows, ctx.enc_rows, ctx.hidden)
+        return rows, None, None, None
 
 
 def exchange_rows(rows: torch.Tensor, bridge: Bridge, enc_rows: Sequence[int], lang_rows: Sequence[int]) -> torch.Tensor:

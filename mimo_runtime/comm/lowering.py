@@ -6,11 +6,17 @@ between modules; a route from a rank to itself is a local hand-over, no op. A co
 (backward) with an encoder laid out unlike the language model posts one group per such encoder: this
 rank's sends and receives of the exchange (comm/exchange.py), backward in reverse encoder order, the
 order autograd runs the exchanges in.
+
+Given each rank's host (`hosts`), the bridge's routes relay on the receiving host (routes.py): the
+leader of a receiving group gets a block over the slow link and passes it on to the group's other
+ranks on its host. Its receive is in the message's group; its forwarding sends (`relay`) form the
+group right after it, so they carry data that has arrived (schedule/lower.py).
 """
 
-from typing import Dict, List, Sequence
+from dataclasses import replace
+from typing import Dict, List, Optional, Sequence
 
-from mimo_runtime.comm.routes import backward_routes, forward_routes
+from mimo_runtime.comm.routes import bridge_routes, relayed
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, ModuleLayout, Plan
 from mimo_runtime.schedule.actions import B, F, RECV_B, RECV_F, SEND_B, SEND_F, Action, Node
 from mimo_runtime.schedule.graph import Schedule
@@ -19,14 +25,19 @@ from mimo_runtime.schedule.steps import STEP_LISTS, _shift, build_steps
 
 
 class RankOps:
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, hosts: Optional[Sequence[str]] = None):
         self.plan = plan
         global_mb = plan.micro_batch * plan.language.dp
-        self.fwd = {e: forward_routes(plan.modules[e], plan.language, global_mb) for e, _ in plan.edges}
-        self.bwd = {e: backward_routes(plan.modules[e], plan.language, global_mb) for e, _ in plan.edges}
+        routes = {e: bridge_routes(plan.modules[e], plan.language, global_mb, hosts) for e, _ in plan.edges}
+        self.fwd = {e: r[0] for e, r in routes.items()}
+        self.bwd = {e: r[1] for e, r in routes.items()}
         lang = plan.modules[LANG]
         self.relaid = [n for n, m in plan.encoders.items() if plan.layout is ModuleLayout.COLOCATED
                        and (m.tp, m.cp, m.dp) != (lang.tp, lang.cp, lang.dp)]
+
+    def _routes(self, a: Action):
+        enc = a.module if a.kind in (SEND_F, RECV_B) else a.peer[0]
+        return self.fwd[enc] if a.kind in (SEND_F, RECV_F) else self.bwd[enc]
 
     def expand(self, a: Action, rank: int) -> List[Op]:
         """The ops of node-level send or receive `a` on `rank`, in the order the executor posts them."""
@@ -35,11 +46,18 @@ class RankOps:
             c = m.coords(rank)
             peer = m.rank(tp=c.tp, cp=c.cp, dp=c.dp, pp=a.peer[1])
             return [(SEND if a.kind in (SEND_F, SEND_B) else RECV, peer)]
-        enc = a.module if a.kind in (SEND_F, RECV_B) else a.peer[0]
-        routes = self.fwd[enc] if a.kind in (SEND_F, RECV_F) else self.bwd[enc]
+        routes = self._routes(a)
         if a.kind in (SEND_F, SEND_B):
-            return [(SEND, r.dst) for r in routes if r.src == rank and r.dst != rank]
+            return [(SEND, r.dst) for r in routes if r.src == rank and r.dst != rank and r.via < 0]
         return [(RECV, r.src) for r in routes if r.dst == rank and r.src != rank]
+
+    def relay(self, a: Action, rank: int) -> List[Op]:
+        """The sends passing on what bridge receive `a` brought to `rank` (a relaying leader), in order:
+        per incoming route, in route order, the relay routes of its block."""
+        if a.kind not in (RECV_F, RECV_B) or a.peer[0] == a.module:
+            return []
+        routes = self._routes(a)
+        return [(SEND, x.dst) for r in routes if r.dst == rank for x in relayed(routes, r)]
 
     def inner(self, a: Action, rank: int) -> List[Sequence[Op]]:
         if a.kind not in (F, B) or not self.relaid:
@@ -59,14 +77,15 @@ def rank_chunks(schedule: Schedule, plan: Plan) -> Dict[int, int]:
     return {r: schedule.graph.num_chunks(node) for r, node in rank_nodes(schedule, plan).items()}
 
 
-def lower_plan(schedule: Schedule, plan: Plan) -> Dict[int, Program]:
-    """Every rank's program of `schedule` (what the executor posts on that rank)."""
-    ops = RankOps(plan)
-    return lower(schedule, rank_nodes(schedule, plan), ops.expand, ops.inner)
+def lower_plan(schedule: Schedule, plan: Plan, hosts: Optional[Sequence[str]] = None) -> Dict[int, Program]:
+    """Every rank's program of `schedule` (what the executor posts on that rank); `hosts`: each global
+    rank's host key (comm/shm.py host_keys), for the bridge's relays."""
+    ops = RankOps(plan, hosts)
+    return lower(schedule, rank_nodes(schedule, plan), ops.expand, ops.inner, ops.relay)
 
 
 def step_programs(plan: Plan, num_microbatches: int, kind: str = "1f1b", frozen_all=(), lead: int = 0,
-                  **options) -> Dict[str, Dict[int, Program]]:
+                  hosts: Optional[Sequence[str]] = None, **options) -> Dict[str, Dict[int, Program]]:
     """The programs of `schedule.step_lists`' four lists (plain, first, steady, last), every rank.
 
     The lead pieces are cut from the lowering of the three-step list at its barriers, so consecutive
@@ -76,10 +95,10 @@ def step_programs(plan: Plan, num_microbatches: int, kind: str = "1f1b", frozen_
     from mimo_runtime.schedule.generate import build_schedule
 
     m = num_microbatches
-    plain = lower_plan(build_schedule(plan, m, kind, tuple(frozen_all), **options), plan)
+    plain = lower_plan(build_schedule(plan, m, kind, tuple(frozen_all), **options), plan, hosts)
     if not lead or kind == "forward":
         return {name: plain for name in STEP_LISTS}
-    three = lower_plan(build_steps(plan, m, 3, kind, tuple(frozen_all), lead, **options), plan)
+    three = lower_plan(build_steps(plan, m, 3, kind, tuple(frozen_all), lead, **options), plan, hosts)
     out = {"plain": plain}
     for s, name in enumerate(STEP_LISTS[1:]):
         out[name] = {r: [_shift_item(it, -s, m) for it in cut_steps(prog)[s]] for r, prog in three.items()}
@@ -89,5 +108,5 @@ def step_programs(plan: Plan, num_microbatches: int, kind: str = "1f1b", frozen_
 def _shift_item(item, s: int, m: int):
     if isinstance(item, Action):
         return _shift(item, s, m)
-    return type(item)(tuple((_shift(a, s, m), ops) for a, ops in item.messages),
-                      None if item.within is None else _shift(item.within, s, m))
+    return replace(item, messages=tuple((_shift(a, s, m), ops) for a, ops in item.messages),
+                   within=None if item.within is None else _shift(item.within, s, m))

@@ -27,14 +27,18 @@ class CommStats:
     header_sent: int = 0
     header_recv: int = 0
     messages_sent: int = 0
+    groups: int = 0  # lowered p2p groups posted (p2p_groups.py), empty ones included
+    sent_to: Dict[int, int] = field(default_factory=dict)  # payload bytes by receiving global rank (when known)
 
-    def add_sent(self, t: torch.Tensor, header: bool) -> None:
+    def add_sent(self, t: torch.Tensor, header: bool, dst: Optional[int] = None) -> None:
         n = t.numel() * t.element_size()
         if header:
             self.header_sent += n
         else:
             self.payload_sent += n
             self.messages_sent += 1
+            if dst is not None:
+                self.sent_to[dst] = self.sent_to.get(dst, 0) + n
 
     def add_recv(self, t: torch.Tensor, header: bool) -> None:
         n = t.numel() * t.element_size()
@@ -98,7 +102,7 @@ def send_tensors(tensors: Dict[str, torch.Tensor], dst: int, outbox: Outbox, sta
         t = tensors[key]
         if t.numel():
             outbox.post(t, dst)
-            stats.add_sent(t, header=False)
+            stats.add_sent(t, header=False, dst=dst)
 
 
 def recv_tensors(keys: Sequence[str], src: int, dtype: torch.dtype, device: torch.device,

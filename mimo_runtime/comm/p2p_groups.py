@@ -40,6 +40,7 @@ class GroupTransport:
         """Post `ops` as one batch and wait until every op met its match."""
         index = self.groups_posted
         self.groups_posted += 1
+        self.stats.groups += 1
         ops = [op for op in ops if op[2].numel()]
         if not ops:
             return
@@ -50,8 +51,11 @@ class GroupTransport:
         else:  # gloo has no batching: its ops are independent, so posting them one by one is the same
             works = [(dist.isend if kind == "send" else dist.irecv)(t, peer) for kind, peer, t in ops]
             self._wait_gloo(ops, works, index, label)
-        for kind, _, t in ops:
-            (self.stats.add_sent if kind == "send" else self.stats.add_recv)(t, header=False)
+        for kind, peer, t in ops:
+            if kind == "send":
+                self.stats.add_sent(t, header=False, dst=peer)
+            else:
+                self.stats.add_recv(t, header=False)
         self._sends = [s for s in self._sends if not s[0].is_completed()]  # release buffers as sends complete
 
     def pending(self):

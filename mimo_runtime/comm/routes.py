@@ -17,10 +17,11 @@ receiving group on that host (the leader) gets it from a sender, and the group's
 that host get it from the leader (a relay route, `via` = the original sender). A receiving group
 is the ranks needing the same block: a language replica's TP ranks sharing a slot (forward), an
 encoder replica's TP ranks (backward). Blocks whose receiver shares a host with a holder stay direct.
+When the two modules share ranks (colocated placement) every route stays direct (`bridge_routes`).
 """
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from mimo_runtime.plan import ModulePlan
 
@@ -37,6 +38,22 @@ class Route:
     def origin(self) -> int:
         """The rank whose data the block is (it defines the block's slot)."""
         return self.src if self.via < 0 else self.via
+
+
+def relayed(routes: Sequence[Route], incoming: Route) -> List[Route]:
+    """The relay routes passing on the block `incoming` brought to its receiver, in route order."""
+    return [x for x in routes if x.src == incoming.dst and x.via == incoming.origin and x.lo == incoming.lo]
+
+
+def bridge_routes(enc: ModulePlan, lang: ModulePlan, global_mb: int,
+                  hosts: Optional[Sequence[str]] = None) -> Tuple[List[Route], List[Route]]:
+    """(forward, backward) routes of one bridge, as the bridge and the lowering both use them.
+
+    Colocated modules keep every route direct: a leader would also send its own rows to the ranks it
+    relays to, and the rows it relays would depend on the exchange it is part of."""
+    if set(enc.ranks) & set(lang.ranks):
+        hosts = None
+    return forward_routes(enc, lang, global_mb, hosts), backward_routes(enc, lang, global_mb, hosts)
 
 
 def owned(m: ModulePlan, dp_rank: int, global_mb: int) -> range:

@@ -17,6 +17,13 @@ What one node-level action means per rank (the bridge's routes, TP replication, 
 exchange inside a forward) comes from `expand`, so this file stays pure: comm/lowering.py supplies
 the routes. Ops inside a group are ordered by message, then route, on both sides, which keeps the
 per-(sender, receiver) posting order the same at both ends.
+
+Relays (`relay`: a rank passing a received block on to ranks of its host, comm/routes.py) cannot
+share the receive's group: a send's data must be there when it is posted. They form a group of
+their own right after it (`Group.relay`), while their receivers' receives stay in the groups at
+the message's time. That group needs only the receive's group, which needs only groups at the same
+time (none of which waits for the relay's receivers, which are stage peers of the leader and
+exchange nothing else with it); so the argument above still holds, one relay group later.
 """
 
 from dataclasses import dataclass
@@ -32,6 +39,8 @@ Op = Tuple[str, int]  # ("send" | "recv", peer global rank)
 Expand = Callable[[Action, int], Sequence[Op]]
 # (action, rank) -> groups a compute action posts itself, in order (the colocated exchange); may be None
 Inner = Optional[Callable[[Action, int], Sequence[Sequence[Op]]]]
+# (receive action, rank) -> the sends relaying what it received, in order; may be None
+Relay = Optional[Expand]
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class Group:
 
     messages: Tuple[Tuple[Action, Tuple[Op, ...]], ...]
     within: Optional[Action] = None  # set when the compute action `within` posts the group itself
+    relay: bool = False  # the sends passing on what the messages' receives (the group before) brought
 
     @property
     def ops(self) -> List[Op]:
@@ -55,7 +65,8 @@ Program = List[Item]  # one rank's: compute and step actions, and the groups bet
 LOWERING_COSTS = Costs(opt_step=1.0)  # a non-zero barrier separates the groups of consecutive steps
 
 
-def lower(schedule: Schedule, ranks: Dict[int, object], expand: Expand, inner: Inner = None) -> Dict[int, Program]:
+def lower(schedule: Schedule, ranks: Dict[int, object], expand: Expand, inner: Inner = None,
+          relay: Relay = None) -> Dict[int, Program]:
     """Each rank's program; `ranks` maps every global rank to its stage node (`Schedule.node_of`)."""
     sim = simulate(schedule, LOWERING_COSTS)
     when = _receive_times(schedule, sim)
@@ -72,17 +83,25 @@ def lower(schedule: Schedule, ranks: Dict[int, object], expand: Expand, inner: I
                 start = sim.end[node][k] - LOWERING_COSTS.opt_step if a.kind == OPT_STEP else sim.start[node][k]
                 keyed.append(((start, 1, k), a))
         keyed.sort(key=lambda x: x[0])
-        programs[rank] = _assemble(keyed, rank, inner)
+        programs[rank] = _assemble(keyed, rank, inner, relay)
     return programs
 
 
-def _assemble(keyed, rank: int, inner: Inner) -> Program:
+def _assemble(keyed, rank: int, inner: Inner, relay: Relay) -> Program:
     out: Program = []
     batch: List[Tuple[Action, Tuple[Op, ...]]] = []
     at = None
+
+    def close() -> None:
+        out.append(Group(tuple(batch)))
+        relays = tuple((a, ops) for a, ops in ((a, tuple(relay(a, rank))) for a, _ in batch) if ops) \
+            if relay is not None else ()
+        if relays:
+            out.append(Group(relays, relay=True))
+
     for (t, cls, _), item in keyed:
         if batch and (cls or t != at):
-            out.append(Group(tuple(batch)))
+            close()
             batch = []
         if cls:
             out.append(item)
@@ -93,7 +112,7 @@ def _assemble(keyed, rank: int, inner: Inner) -> Program:
             batch.append(item)
             at = t
     if batch:
-        out.append(Group(tuple(batch)))
+        close()
     return out
 
 

@@ -161,7 +161,7 @@ def _completion(r: int, g: int, group: Group, match, posted, post_time, costs: C
 def _transits(group: Group, costs: Costs) -> List[float]:
     out = []
     for a, ops in group.messages:
-        if a.kind in (F, B):  # an exchange inside a forward or backward: latency only
+        if a.kind in (F, B) or group.relay:  # an exchange inside a compute action, or a relay on one host
             cost = costs.latency
         elif a.kind[-1] == "F":
             cost = costs.comm(a.node, a.peer) if a.kind.startswith("SEND") else costs.comm(a.peer, a.node)

@@ -30,8 +30,8 @@ import torch
 
 from mimo_runtime.comm import Bridge, CommStats, Outbox, recv_tensors, send_tensors, shm
 from mimo_runtime.comm.inbox import Inbox
-from mimo_runtime.comm.p2p import header_of, shape_of
 from mimo_runtime.comm.p2p_groups import GroupTransport
+from mimo_runtime.comm.routes import relayed
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
 from mimo_runtime.train.memory import ActivationMeter
 
@@ -49,7 +49,7 @@ class StepState:
 class Executor:
     def __init__(self, plan: Plan, rank: int, compute, timeout_s: float, trainable: Dict[str, bool],
                  on_opt_step: Optional[Callable] = None, transport: Optional[str] = None,
-                 strict: Optional[bool] = None):
+                 strict: Optional[bool] = None, hosts: Optional[List[str]] = None):
         self.plan, self.rank, self.compute, self.timeout_s = plan, rank, compute, timeout_s
         self.trainable = trainable  # module -> whether gradients flow into it at all
         self.on_opt_step = on_opt_step
@@ -65,8 +65,11 @@ class Executor:
         self.fault = _fault_from_env(rank)
         self.memory = ActivationMeter()  # activation_peak_mb (train/memory.py)
         self.ahead: Optional[Tuple[int, Dict[Tuple[int, int], torch.Tensor]]] = None  # (step, outputs) computed ahead
+        # `hosts` (each rank's host key) must be those the program was lowered with: the relays match
         self.bridges = {enc: Bridge(plan.modules[enc], plan.language, plan.micro_batch * plan.language.dp, rank,
-                                    self.outbox, self.stats, timeout_s, self.progress) for enc, _ in plan.edges}
+                                    self.outbox, self.stats, timeout_s, self.progress, hosts, self.groups)
+                        for enc, _ in plan.edges}
+        self._relaying: Dict = {}  # bridge receive action -> [(route, block)] this rank passes on (relays)
         if hasattr(compute, "attach"):
             compute.attach(self.bridges)
 
@@ -240,26 +243,23 @@ class Executor:
 
     # ---- lowered p2p groups: every op of the group posted at once, shapes known on both sides ----
     def _group(self, g, st: StepState) -> None:
-        posted, finish, headers = [], [], []
+        posted, finish = [], []
         for a, ops in g.messages:
-            mine, done, header = self._message_ops(a, st)
+            if g.relay:  # what the previous group's receive `a` brought, passed on (comm/routes.py relays)
+                mine, done = [("send", r.dst, b) for r, b in self._relaying.pop(a, [])], (lambda: None)
+            else:
+                mine, done = self._message_ops(a, st)
             if [(o[0], o[1]) for o in mine] != list(ops):
                 raise RuntimeError(f"rank {self.rank}: {a} posts {[(o[0], o[1]) for o in mine]}, but the lowering "
                                    f"says {list(ops)}")
             posted += mine
             finish.append(done)
-            headers += header
-        if headers:  # stage-to-stage shapes the compute does not declare: a group of headers first
-            self.groups.run([(k, p, t) for k, p, t, _ in headers], f"{g} (shapes)")
-            for k, p, t, fill in headers:
-                if fill is not None:
-                    fill(shape_of(t))
-        self.groups.run([tuple(o) for o in posted], str(g))
+        self.groups.run(posted, str(g))
         for done in finish:
             done()
 
     def _message_ops(self, a, st: StepState):
-        """(ops to post, what to do once they completed, header ops) of one send or receive action."""
+        """(ops to post, what to do once they completed) of one send or receive action."""
         c, kind = self.compute, a.kind
         bridge = a.peer[0] != a.module
         if kind in ("SEND_F", "SEND_B"):
@@ -275,28 +275,33 @@ class Executor:
                 blocks = (self.bridges[a.module].forward_blocks(t, c.encoder_rows(a.module, *self._at(a, st)))
                           if kind == "SEND_F" else
                           self.bridges[a.peer[0]].gradient_blocks(t, c.language_rows(a.peer[0], *self._at(a, st))))
-                return [("send", r.dst, b.contiguous()) for r, b in blocks], lambda: None, []
-            shape = self._known_shape(a, st) if kind == "SEND_F" else tuple(t.shape)
-            head = [] if shape is not None else [("send", self._peer_rank(a), header_of(t).to(c.device), None)]
-            return [("send", self._peer_rank(a), t.contiguous())], lambda: None, head
+                return [("send", r.dst, b.contiguous()) for r, b in blocks], lambda: None
+            if kind == "SEND_F" and tuple(t.shape) != self._stage_shape(a, st):
+                raise ValueError(f"{a}: sending shape {tuple(t.shape)} but compute.p2p_shape promised "
+                                 f"{self._stage_shape(a, st)}")
+            return [("send", self._peer_rank(a), t.contiguous())], lambda: None
         if bridge:
             return self._bridge_receive(a, st)
-        shape = self._known_shape(a, st) if kind == "RECV_F" else tuple(st.outputs[_key(a)].shape)
-        op = ["recv", self._peer_rank(a), None if shape is None else torch.empty(shape, dtype=c.dtype, device=c.device)]
-        head = []
-        if shape is None:
-            op[2] = torch.empty(0, dtype=c.dtype, device=c.device)
-            head = [("recv", op[1], header_of(None).to(c.device), lambda s: op.__setitem__(2, torch.empty(s, dtype=c.dtype,
-                                                                                               device=c.device)))]
+        shape = self._stage_shape(a, st) if kind == "RECV_F" else tuple(st.outputs[_key(a)].shape)
+        buf = torch.empty(shape, dtype=c.dtype, device=c.device)
+
         def done() -> None:
             if kind == "RECV_B":
-                st.out_grads[_key(a)] = op[2]
+                st.out_grads[_key(a)] = buf
             else:
                 grad = st.train and self.trainable.get(a.module, True) and \
                     (a.module == LANG or not self.plan.modules[a.module].frozen)
-                st.inputs.setdefault(_key(a), {})[a.module] = op[2].requires_grad_(grad)
+                st.inputs.setdefault(_key(a), {})[a.module] = buf.requires_grad_(grad)
 
-        return [op], done, head  # a list: the header phase may replace the buffer
+        return [("recv", self._peer_rank(a), buf)], done
+
+    def _stage_shape(self, a, st: StepState) -> Tuple[int, ...]:
+        """A forward stage-to-stage message's shape, which a program's receiver must know (no headers)."""
+        shape = self._known_shape(a, st)
+        if shape is None:
+            raise RuntimeError(f"{a}: a lowered program needs every stage-to-stage shape in advance "
+                               f"({type(self.compute).__name__}.p2p_shape gave none for {a.module!r})")
+        return tuple(shape)
 
     def _bridge_receive(self, a, st: StepState):
         c = self.compute
@@ -307,10 +312,11 @@ class Executor:
             bufs = [torch.empty((n, c.hidden), dtype=c.dtype, device=c.device) for _, n in want]
 
             def done() -> None:
+                self._keep_relays(a, bridge.fwd, [r for r, _ in want], bufs)
                 got = torch.cat(bufs) if bufs else torch.empty((0, c.hidden), dtype=c.dtype, device=c.device)
                 st.inputs.setdefault(_key(a), {})[pmod] = got.requires_grad_(st.train and self.trainable.get(pmod, True))
 
-            return [("recv", r.src, b) for (r, _), b in zip(want, bufs)], done, []
+            return [("recv", r.src, b) for (r, _), b in zip(want, bufs)], done
         rows = c.encoder_rows(a.module, *self._at(a, st))
         bridge = self.bridges[a.module]
         where = bridge.gradient_index(rows)
@@ -318,12 +324,19 @@ class Executor:
         bufs = [torch.empty((idx.numel(), c.hidden), dtype=c.dtype, device=c.device) for _, idx in where]
 
         def done() -> None:
+            self._keep_relays(a, bridge.bwd, [r for r, _ in where], bufs)
             out = torch.zeros((total, c.hidden), dtype=c.dtype, device=c.device)
             for (_, idx), b in zip(where, bufs):
                 out.index_copy_(0, idx.to(c.device), b)
             st.out_grads[_key(a)] = out
 
-        return [("recv", r.src, b) for (r, _), b in zip(where, bufs)], done, []
+        return [("recv", r.src, b) for (r, _), b in zip(where, bufs)], done
+
+    def _keep_relays(self, a, routes, incoming, bufs) -> None:
+        """The received blocks this rank relays, for the relay group the lowering puts next."""
+        out = [(x, b) for r, b in zip(incoming, bufs) for x in relayed(routes, r)]
+        if out:
+            self._relaying[a] = out
 
     # ---- compute ----
     def _f(self, a, st: StepState) -> None:

@@ -86,11 +86,17 @@ class MimoCompute:
 
     # ---- stage-to-stage shapes both sides know (the executor skips shape headers, may use shared memory) ----
     def p2p_shape(self, module: str, step: int, mb: int) -> Optional[Tuple[int, int, int]]:
-        """The language model's hidden states between its stages: (sequence, samples, hidden), from the
-        token batch every stage of a replica reads (cp-local, and this TP rank's slice with SP).
-        Encoder stages send however many rows their items make: None, a header carries the shape."""
+        """The hidden states between a module's stages, from data every stage of a replica reads: the
+        language model's (sequence, samples, hidden) from the token batch (cp-local, and this TP rank's
+        slice with SP), an encoder's (tokens per item, items, hidden) from its samples' item counts.
+        None for an encoder that does not say its stages' shape (`tokens_per_item` and `config`)."""
         if module != LANG:
-            return None
+            encoder = next(iter(self.model.modality_submodules[module].encoders.values()), None)
+            tokens, config = getattr(encoder, "tokens_per_item", None), getattr(encoder, "config", None)
+            if tokens is None or config is None:
+                return None
+            rows = sum(self.feeder.rows_per_sample(step, mb, module, self.rank))
+            return (tokens, rows // self.feeder.tokens_per_item[module], config.hidden_size)
         lang = self.plan.language
         ids = self._tokens(LANG, step, mb)["input_ids"]
         return (ids.size(1) // lang.sequence_shards, ids.size(0), self.hidden)

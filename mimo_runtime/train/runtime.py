@@ -34,6 +34,7 @@ class Runtime:
         from mimo_runtime.data.factory import has_data, open_dataset
         from mimo_runtime.groups import build_module_groups
         from mimo_runtime.model import build_model, masked_token_loss_sum
+        from mimo_runtime.comm import shm
         from mimo_runtime.comm.lowering import lower_plan, step_programs
         from mimo_runtime.schedule import build_schedule, step_lists
 
@@ -58,16 +59,19 @@ class Runtime:
         self.train_lists = {name: s.for_rank(self.plan, self.rank) for name, s in lists.items()}
         self.train_actions = self.train_lists["plain"]
         self.eval_actions = build_schedule(self.plan, m, "forward").for_rank(self.plan, self.rank)
-        # what the executor posts: each list's p2p groups on this rank (schedule/lower.py)
+        # what the executor posts: each list's p2p groups on this rank (schedule/lower.py), the bridge
+        # relaying on the receiving host when its modules are on several (collective: every rank asks)
+        hosts = shm.host_keys() if self.plan.edges else None
         programs = step_programs(self.plan, m, cfg.schedule, self.frozen_all, lead=min(cfg.frozen_lead, m),
-                                 frozen_ahead=True)
+                                 hosts=hosts, frozen_ahead=True)
         self.train_programs = {name: p[self.rank] for name, p in programs.items()}
-        self.eval_program = lower_plan(build_schedule(self.plan, m, "forward"), self.plan)[self.rank]
+        self.eval_program = lower_plan(build_schedule(self.plan, m, "forward"), self.plan, hosts)[self.rank]
         compute = MimoCompute(self.plan, self.groups, self.model, self.rank, self.feeder, masked_token_loss_sum,
                               split_weights=cfg.schedule == "zero_bubble")  # B and W (model/weight_grad.py)
         # `frozen: true` keeps the projection trainable; only an encoder frozen entirely stops gradients
         trainable = {n: n not in self.frozen_all for n in self.plan.modules}
-        self.executor = Executor(self.plan, self.rank, compute, cfg.timeout_s, trainable, self._optimizer_step)
+        self.executor = Executor(self.plan, self.rank, compute, cfg.timeout_s, trainable, self._optimizer_step,
+                                 hosts=hosts)
         self.before_optimizer_step = None  # tests: called with the step before gradients are clipped
         self._last: Dict[str, float] = {}
         self.skipped_steps = 0  # non-finite steps dropped under train.skip_nonfinite (train/nonfinite.py)

@@ -4,10 +4,12 @@ import json
 
 import pytest
 
+from mimo_runtime.comm.lowering import step_programs
 from mimo_runtime.plan import make_plan
 from mimo_runtime.schedule import parse_action
+from mimo_runtime.schedule.lower import Group
 
-from tests.train.equivalence import assert_matches_reference, reference, run, topology
+from tests.train.equivalence import STEPS, assert_matches_reference, reference, run, topology
 
 ENC = {"kind": "encoder"}
 LANG = {"kind": "language"}
@@ -41,7 +43,13 @@ def test_colocated_encoder_dp2_language_tp2_on_2_ranks_matches_reference():
     """placement: colocated with different layouts: encoder rows are redistributed in-process."""
     topo = topology("tiny-vlm", {"images": {**ENC, "ranks": 2, "parallel": {"dp": 2}},
                                  "language": {**LANG, "ranks": 2, "parallel": {"tp": 2}}}, placement="colocated")
-    assert_matches_reference(topo, run(topo), reference(topo))
+    results = run(topo)
+    assert_matches_reference(topo, results, reference(topo))
+    # each forward's and backward's exchange is exactly one lowered group (comm/exchange.py), strict here
+    plan = make_plan(topo)
+    programs = step_programs(plan, plan.num_microbatches, "1f1b")["plain"]
+    for rank, res in enumerate(results):
+        assert res.comm["groups"] == STEPS * sum(isinstance(it, Group) for it in programs[rank]) > 0, rank
 
 
 def test_forward_only_evaluation_gives_training_forward_loss():
