@@ -46,17 +46,35 @@ class CommStats:
 
 @dataclass
 class Outbox:
-    """Sends in flight. Buffers stay referenced until `wait` so the transport may read them."""
+    """Sends in flight. Buffers stay referenced until `wait` (or `release`) so the transport may read them.
+
+    `item` is what the poster is running (the executor's item index): `release` completes the sends
+    of one item to one peer that are known to have been taken (comm/release.py)."""
 
     timeout_s: float
-    pending: List = field(default_factory=list)
+    pending: List = field(default_factory=list)  # (work, tensor, dst, item)
+    item: int = -1
 
     def post(self, tensor: torch.Tensor, dst: int) -> None:
         tensor = tensor.detach().contiguous()
-        self.pending.append((dist.isend(tensor, dst), tensor))
+        self.pending.append((dist.isend(tensor, dst), tensor, dst, self.item))
+
+    def buffers(self):
+        return (t for _, t, _, _ in self.pending)
+
+    def release(self, pairs: Sequence[Tuple[int, int]]) -> None:
+        """Complete the sends of (item, peer) `pairs`: their receivers took them, so the waits return at once."""
+        done = set(pairs)
+        keep = []
+        for entry in self.pending:
+            if (entry[3], entry[2]) in done:
+                entry[0].wait(timedelta(seconds=self.timeout_s))
+            else:
+                keep.append(entry)
+        self.pending = keep
 
     def wait(self) -> None:
-        for work, _ in self.pending:
+        for work, *_ in self.pending:
             work.wait(timedelta(seconds=self.timeout_s))
         self.pending.clear()
 

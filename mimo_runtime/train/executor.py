@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
+from torch.autograd.variable import Variable
 
 from mimo_runtime.comm import Bridge, CommStats, Outbox, recv_tensors, send_tensors, shm
 from mimo_runtime.comm.inbox import Inbox
@@ -40,6 +41,7 @@ class StepState:
     inputs: Dict[int, Dict[str, torch.Tensor]] = field(default_factory=dict)
     outputs: Dict[int, torch.Tensor] = field(default_factory=dict)
     out_grads: Dict[int, torch.Tensor] = field(default_factory=dict)
+    out_shapes: Dict[int, torch.Size] = field(default_factory=dict)  # outputs whose storage was freed once sent
     loss_sum: float = 0.0  # this rank's share of the global loss (already divided by global tokens)
 
 
@@ -71,9 +73,11 @@ class Executor:
         """Whether the previous training call computed forwards of `step` ahead (a "steady" list may run)."""
         return self.ahead is not None and self.ahead[0] == step
 
-    def run_step(self, actions, step: int, train: bool = True, program=None) -> StepState:
+    def run_step(self, actions, step: int, train: bool = True, program=None, released=None) -> StepState:
         """Run `actions`; with `program` (this rank's lowering of them, comm/lowering.py) post exactly its
-        p2p groups, one after another, instead of each action's messages as it comes."""
+        p2p groups, one after another, instead of each action's messages as it comes. `released`
+        (comm/release.py, of what runs: the program or the list) completes each send as soon as a later
+        message proves its receiver took it, instead of at the end of the step."""
         st = StepState(step, train)
         if hasattr(self.compute, "begin_step"):  # a collective over the world (mimo_compute: the loss denominator)
             self.compute.begin_step(step)
@@ -88,6 +92,7 @@ class Executor:
             if self.fault is not None and self.fault[0] == step and i == 1:
                 _inject(self.fault[1], self.rank)
             t0 = time.perf_counter()
+            self.outbox.item = i
             if program is not None and not hasattr(a, "kind"):
                 if a.within is None:  # an exchange inside a colocated forward posts itself
                     self._group(a, st)
@@ -96,6 +101,9 @@ class Executor:
             else:
                 getattr(self, "_" + a.kind.lower())(a, st)
                 self.trace.append((str(a), t0, time.perf_counter()))
+            if released and i in released:
+                self.outbox.release(released[i])
+                self.groups.release(released[i])
             self.memory.observe(self._pending_sends())
         self._complete_sends()
         m = self.plan.num_microbatches
@@ -110,7 +118,7 @@ class Executor:
 
     def _pending_sends(self):
         """Buffers of sends not complete yet (activation_peak_mb counts them)."""
-        yield from (t for _, t in self.outbox.pending)
+        yield from self.outbox.buffers()
         yield from self.groups.pending()
 
     def _complete_sends(self) -> None:
@@ -214,9 +222,22 @@ class Executor:
         if not (st.train and out.requires_grad):  # no backward will need it
             del st.outputs[a.mb]
         if a.peer[0] == a.module:
-            self._send(a, a.module, out, st)
+            self._send(a, a.module, out.detach(), st)  # the transport holds its own reference to the storage
         else:
             self.bridges[a.module].send_forward(out, self.compute.encoder_rows(a.module, *self._at(a, st)))
+        self._free_output(a.mb, st)
+
+    def _free_output(self, mb: int, st: StepState) -> None:
+        """After its send was posted, a kept output's values are needed by no one here (megatron's
+        `deallocate_output_tensor`): backward needs only its graph and the gradient the peer sends back.
+        Its storage becomes one element; the transport's own reference to the old storage keeps the
+        bytes alive until the send completed, so they go exactly then. Not for a view (its base would
+        keep the storage) nor for an output that autograd saved for backward itself."""
+        out = st.outputs.get(mb)
+        if out is None or out._base is not None or self.memory.saves(out):
+            return
+        st.out_shapes[mb] = out.shape
+        out.data = torch.empty((1,), dtype=out.dtype, device=out.device)
 
     def _recv_b(self, a, st: StepState) -> None:
         c = self.compute
@@ -251,7 +272,7 @@ class Executor:
             for k, p, t, fill in headers:
                 if fill is not None:
                     fill(shape_of(t))
-        self.groups.run([tuple(o) for o in posted], str(g))
+        self.groups.run([tuple(o) for o in posted], str(g), self.outbox.item)
         for done in finish:
             done()
 
@@ -260,10 +281,12 @@ class Executor:
         c, kind = self.compute, a.kind
         bridge = a.peer[0] != a.module
         if kind in ("SEND_F", "SEND_B"):
+            sent = lambda: None  # noqa: E731
             if kind == "SEND_F":
                 t = st.outputs[a.mb]
                 if not (st.train and t.requires_grad):  # no backward will need it
                     del st.outputs[a.mb]
+                sent = lambda: self._free_output(a.mb, st)  # noqa: E731
             else:
                 x = st.inputs[a.mb].pop(a.peer[0])
                 t = x.grad if x.grad is not None else torch.zeros_like(x)
@@ -272,13 +295,14 @@ class Executor:
                 blocks = (self.bridges[a.module].forward_blocks(t, c.encoder_rows(a.module, *self._at(a, st)))
                           if kind == "SEND_F" else
                           self.bridges[a.peer[0]].gradient_blocks(t, c.language_rows(a.peer[0], *self._at(a, st))))
-                return [("send", r.dst, b.contiguous()) for r, b in blocks], lambda: None, []
+                return [("send", r.dst, b.contiguous()) for r, b in blocks], sent, []
             shape = self._known_shape(a, st) if kind == "SEND_F" else tuple(t.shape)
             head = [] if shape is not None else [("send", self._peer_rank(a), header_of(t).to(c.device), None)]
-            return [("send", self._peer_rank(a), t.contiguous())], lambda: None, head
+            return [("send", self._peer_rank(a), t.contiguous())], sent, head
         if bridge:
             return self._bridge_receive(a, st)
-        shape = self._known_shape(a, st) if kind == "RECV_F" else tuple(st.outputs[a.mb].shape)
+        shape = self._known_shape(a, st) if kind == "RECV_F" else \
+            tuple(st.out_shapes.get(a.mb, st.outputs[a.mb].shape))
         op = ["recv", self._peer_rank(a), None if shape is None else torch.empty(shape, dtype=c.dtype, device=c.device)]
         head = []
         if shape is None:
@@ -330,8 +354,14 @@ class Executor:
     def _b(self, a, st: StepState) -> None:
         out = st.outputs.pop(a.mb)
         grad = st.out_grads.pop(a.mb, None)
-        if out.requires_grad:
+        if not out.requires_grad:
+            return
+        if st.out_shapes.pop(a.mb, None) is None:
             torch.autograd.backward(out, grad_tensors=grad)
+        else:  # freed after its send: the engine checks the gradient against the graph, not the emptied output
+            Variable._execution_engine.run_backward(tensors=(out,), grad_tensors=(grad,), keep_graph=False,
+                                                    create_graph=False, inputs=(), allow_unreachable=True,
+                                                    accumulate_grad=True)
 
     # ---- end of step ----
     def _reduce_grads(self, a, st: StepState) -> None:

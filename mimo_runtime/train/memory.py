@@ -62,6 +62,11 @@ class ActivationMeter:
             del self._storages[key]
             self.alive -= entry[1]
 
+    def saves(self, t: torch.Tensor) -> bool:
+        """Whether a tensor saved for backward lives in `t`'s storage (then freeing `t` would corrupt it)."""
+        ptr = t.untyped_storage().data_ptr()
+        return any(key[1] == ptr for key in self._storages)
+
     def observe(self, send_buffers: Iterable[torch.Tensor]) -> None:
         """After an action: the buffers the transport still holds (unique storages)."""
         self.sending = sum(key[-1] for key in {_region(t) for t in send_buffers})
