@@ -5,6 +5,10 @@ trainer's lowered groups (p2p_groups.py) know every shape from the plan and the 
 that do not (bare lists, the colocated exchange) send a fixed-size header first: for each key, in
 sorted order, its ndim and dims. Sends are posted asynchronously (the schedule is deadlock-free under "sends never block,
 receives block"); `Outbox.wait()` completes them and keeps their buffers alive until then.
+
+Waits carry a timeout only where gloo carries the tensor (`timed_waits`): a timed `Work.wait` under
+NCCL blocks the host until the transfer is done, on every message; there the process group's own
+timeout and watchdog turn a hang into an error instead.
 """
 
 import time
@@ -16,6 +20,29 @@ import torch
 import torch.distributed as dist
 
 MAX_DIMS = 6
+
+
+def timed_waits(backend: str, device_type: str) -> bool:
+    """Whether a wait for a transfer of a `device_type` tensor may carry a timeout: only when the
+    process group's backend for that device is gloo. `backend` is `dist.get_backend()`'s answer,
+    one name ("gloo", "nccl") or a per-device map ("cpu:gloo,cuda:nccl")."""
+    backend = backend.lower()
+    if ":" not in backend:
+        return backend == "gloo"
+    carriers = dict(part.split(":", 1) for part in backend.split(","))
+    return carriers.get(device_type) == "gloo"
+
+
+def default_backend() -> str:
+    return dist.get_backend() if dist.is_initialized() else "gloo"
+
+
+def finish(work, device: torch.device, timeout_s: float):
+    """Wait for `work` on a `device` tensor: timed on gloo (its result: False on timeout), untimed
+    elsewhere (the process group's timeout covers it)."""
+    if timed_waits(default_backend(), device.type):
+        return work.wait(timedelta(seconds=timeout_s))
+    return work.wait()
 
 
 @dataclass
@@ -68,14 +95,14 @@ class Outbox:
         keep = []
         for entry in self.pending:
             if (entry[3], entry[2]) in done:
-                entry[0].wait(timedelta(seconds=self.timeout_s))
+                finish(entry[0], entry[1].device, self.timeout_s)
             else:
                 keep.append(entry)
         self.pending = keep
 
     def wait(self) -> None:
-        for work, *_ in self.pending:
-            work.wait(timedelta(seconds=self.timeout_s))
+        for work, t, *_ in self.pending:
+            finish(work, t.device, self.timeout_s)
         self.pending.clear()
 
 
@@ -147,10 +174,11 @@ def recv_tensors(keys: Sequence[str], src: int, dtype: torch.dtype, device: torc
 
 
 def _recv(t: torch.Tensor, src: int, timeout_s: float, progress: Optional[Callable[[], bool]] = None) -> None:
-    wait_work(dist.irecv(t, src), src, timeout_s, progress)
+    wait_work(dist.irecv(t, src), src, timeout_s, progress, t.device)
 
 
-def wait_work(work, src: int, timeout_s: float, progress: Optional[Callable[[], bool]] = None) -> None:
+def wait_work(work, src: int, timeout_s: float, progress: Optional[Callable[[], bool]] = None,
+              device: torch.device = torch.device("cpu")) -> None:
     """Wait for a posted receive from `src`; TimeoutError after `timeout_s`.
 
     `progress` (comm/shm.py's LocalChannels.progress) moves this rank's shared-memory sends queued
@@ -164,5 +192,5 @@ def wait_work(work, src: int, timeout_s: float, progress: Optional[Callable[[], 
         time.sleep(pause)
         pause = min(2 * pause, 1e-3)
     left = max(timeout_s - (time.monotonic() - start), 1e-3)
-    if not work.wait(timedelta(seconds=left)):  # also raises what the transport reported, if it failed
+    if not finish(work, device, left):  # also raises what the transport reported, if it failed
         raise TimeoutError(f"receive from rank {src} timed out after {timeout_s:.0f} s")

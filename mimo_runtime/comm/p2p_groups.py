@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 
-from mimo_runtime.comm.p2p import CommStats
+from mimo_runtime.comm.p2p import CommStats, default_backend, timed_waits
 
 PostedOp = Tuple[str, int, torch.Tensor]  # ("send" | "recv", peer global rank, tensor)
 
@@ -32,7 +32,8 @@ class GroupTransport:
     def __init__(self, rank: int, stats: CommStats, timeout_s: float, strict: bool = False,
                  device: Optional[torch.device] = None):
         self.rank, self.stats, self.timeout_s, self.strict = rank, stats, timeout_s, strict
-        self.nccl = device is not None and device.type == "cuda"
+        # batched and untimed unless gloo carries this device's tensors (comm/p2p.py timed_waits)
+        self.nccl = not timed_waits(default_backend(), "cpu" if device is None else device.type)
         if self.strict and self.nccl:
             raise ValueError("the strict p2p mode emulates NCCL on gloo; under NCCL it is the real thing")
         self.groups_posted = 0

@@ -21,7 +21,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch.autograd.variable import Variable
@@ -42,7 +42,8 @@ class StepState:
     outputs: Dict[int, torch.Tensor] = field(default_factory=dict)
     out_grads: Dict[int, torch.Tensor] = field(default_factory=dict)
     out_shapes: Dict[int, torch.Size] = field(default_factory=dict)  # outputs whose storage was freed once sent
-    loss_sum: float = 0.0  # this rank's share of the global loss (already divided by global tokens)
+    # this rank's share of the global loss (already divided by global tokens); a device scalar once a loss ran
+    loss_sum: Union[float, torch.Tensor] = 0.0
 
 
 class Executor:

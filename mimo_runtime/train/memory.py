@@ -11,7 +11,7 @@ its own bytes, not the whole batch's. Parameters (and views of them) are saved t
 activations: they are skipped.
 """
 
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -86,8 +86,8 @@ def _unpack(saved: _Saved) -> torch.Tensor:
     return saved.tensor
 
 
-def peak_mb(meter: ActivationMeter) -> float:
-    """Collective over the world: the largest step peak of any rank, in MiB."""
-    buf = torch.tensor([meter.peak / MB], dtype=torch.float64)
+def peak_mb(meter: ActivationMeter, device: Optional[torch.device] = None) -> float:
+    """Collective over the world (on `device`, the compute's): the largest step peak of any rank, in MiB."""
+    buf = torch.tensor([meter.peak / MB], dtype=torch.float64, device=device)
     dist.all_reduce(buf, op=dist.ReduceOp.MAX)
     return round(float(buf.item()), 3)

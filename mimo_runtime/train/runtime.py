@@ -153,4 +153,4 @@ class Runtime:
         self._require_data()
         st = self.executor.run_step(self.eval_actions, step, train=False, program=self.eval_program,
                                     released=self.eval_released)
-        return global_loss(self.plan, self.rank, st.loss_sum)
+        return global_loss(self.plan, self.rank, st.loss_sum, self.executor.compute.device)
