@@ -54,6 +54,7 @@ class CommStats:
     header_sent: int = 0
     header_recv: int = 0
     messages_sent: int = 0
+    outputs_freed: int = 0  # forward outputs whose storage went once sent (train/executor.py _free_output)
 
     def add_sent(self, t: torch.Tensor, header: bool) -> None:
         n = t.numel() * t.element_size()

@@ -239,6 +239,7 @@ class Executor:
             return
         st.out_shapes[mb] = out.shape
         out.data = torch.empty((1,), dtype=out.dtype, device=out.device)
+        self.stats.outputs_freed += 1
 
     def _recv_b(self, a, st: StepState) -> None:
         c = self.compute
