@@ -21,6 +21,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -283,12 +284,12 @@ class Executor:
         c, kind = self.compute, a.kind
         bridge = a.peer[0] != a.module
         if kind in ("SEND_F", "SEND_B"):
-            sent = lambda: None  # noqa: E731
+            sent = _nothing  # what to do once the group completed
             if kind == "SEND_F":
                 t = st.outputs[a.mb]
                 if not (st.train and t.requires_grad):  # no backward will need it
                     del st.outputs[a.mb]
-                sent = lambda: self._free_output(a.mb, st)  # noqa: E731
+                sent = partial(self._free_output, a.mb, st)
             else:
                 x = st.inputs[a.mb].pop(a.peer[0])
                 t = x.grad if x.grad is not None else torch.zeros_like(x)
@@ -375,6 +376,10 @@ class Executor:
         self._complete_sends()
         if self.on_opt_step is not None:
             self.on_opt_step(st)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _fault_from_env(rank: int) -> Optional[Tuple[int, str]]:
