@@ -17,7 +17,7 @@ action of a bare list); its ops are the rank-level sends and receives it posts, 
 """
 
 from bisect import bisect_right
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mimo_runtime.comm.lowering import RankOps
 from mimo_runtime.schedule.actions import RECV_KINDS, SEND_KINDS
@@ -41,13 +41,14 @@ def release_points(items: Dict[int, Sequence[Sequence[Op]]]) -> Dict[int, Releas
     out: Dict[int, Released] = {rank: {} for rank in items}
     for (a, b), ours in sent.items():
         took, back_sent, back_taken = taken.get((a, b), []), sent.get((b, a), []), taken.get((b, a), [])
-        for k, i in enumerate(ours[:len(took)]):
-            later = bisect_right(back_sent, took[k])  # b's first message to a posted after it took ours
-            if later < len(back_taken):
-                j = max(back_taken[later], i)
-                pairs = out[a].setdefault(j, [])
-                if (i, b) not in pairs:
-                    pairs.append((i, b))
+        proof: Dict[int, Optional[int]] = {}  # item i -> after which of a's items all its sends to b are taken
+        for k, i in enumerate(ours):
+            later = bisect_right(back_sent, took[k]) if k < len(took) else len(back_taken)
+            j = max(back_taken[later], i) if later < len(back_taken) else None  # b's first message after it took ours
+            proof[i] = None if j is None or proof.get(i, i) is None else max(j, proof.get(i, i))
+        for i, j in proof.items():
+            if j is not None:
+                out[a].setdefault(j, []).append((i, b))
     return out
 
 

@@ -60,9 +60,9 @@ def _unproven(items, released):
     bad = []
     for a, points in released.items():
         for j, pairs in points.items():
-            for i, b in pairs:
-                k = seen[(a, b)].index(i)
-                if clock[(a, j)].get(b, 0) <= posted[(a, b)][k]:
+            for i, b in pairs:  # every send of item i to b, each taken in b's item posted[(a, b)][k]
+                sends = [k for k, x in enumerate(seen[(a, b)]) if x == i]
+                if any(k >= len(posted[(a, b)]) or clock[(a, j)].get(b, 0) <= posted[(a, b)][k] for k in sends):
                     bad.append((a, j, i, b))
     return bad
 
@@ -133,3 +133,14 @@ def test_without_releases_the_buffers_grow_with_microbatches():
     for m in (8, 64):
         items = _list_items(chain_plan(2), m)
         assert _held(items, {r: {} for r in items})[0] == m
+
+
+def test_an_item_is_released_only_once_all_its_sends_to_the_peer_are_taken():
+    """Rank 0 posts two sends to rank 1 in one group; rank 1 takes them in two items and answers after
+    the first: that answer proves only the first, so the group's sends wait for the second answer."""
+    items = {0: [[(SEND, 1), (SEND, 1)], [(RECV, 1)], [(RECV, 1)]],
+             1: [[(RECV, 0)], [(SEND, 0)], [(RECV, 0)], [(SEND, 0)]]}
+    released = release_points(items)
+    assert released[0] == {2: [(0, 1)]}
+    assert _unproven(items, released) == []
+    assert _unproven(items, {0: {1: [(0, 1)]}, 1: {}}) == [(0, 1, 0, 1)]  # after the first answer: too early
