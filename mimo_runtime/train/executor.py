@@ -65,7 +65,8 @@ class Executor:
         self.trace: List[Tuple[str, float, float]] = []  # (action, start, end) in time.perf_counter
         self.fault = _fault_from_env(rank)
         self.memory = ActivationMeter()  # activation_peak_mb (train/memory.py)
-        self.ahead: Optional[Tuple[int, Dict[int, torch.Tensor]]] = None  # (step, {mb: output}) computed ahead
+        # (step, {mb: output}, {mb: shape of an output freed once sent}) computed ahead
+        self.ahead: Optional[Tuple[int, Dict[int, torch.Tensor], Dict[int, torch.Size]]] = None
         self.bridges = {enc: Bridge(plan.modules[enc], plan.language, plan.micro_batch * plan.language.dp, rank,
                                     self.outbox, self.stats, timeout_s, self.progress) for enc, _ in plan.edges}
         if hasattr(compute, "attach"):
@@ -86,6 +87,7 @@ class Executor:
         if train:
             if self.carried(step):
                 st.outputs.update(self.ahead[1])
+                st.out_shapes.update(self.ahead[2])
             self.ahead = None
         if program is None:
             self._post_receives_early(actions, st)
@@ -110,7 +112,8 @@ class Executor:
         self._complete_sends()
         m = self.plan.num_microbatches
         if train and any(a.mb >= m for a in actions):  # the list worked ahead (what it has not sent yet, if any)
-            self.ahead = (step + 1, {mb - m: out for mb, out in st.outputs.items() if mb >= m})
+            self.ahead = (step + 1, {mb - m: out for mb, out in st.outputs.items() if mb >= m},
+                          {mb - m: shape for mb, shape in st.out_shapes.items() if mb >= m})
         return st
 
     def _at(self, a, st: StepState) -> Tuple[int, int]:
@@ -271,7 +274,7 @@ class Executor:
             finish.append(done)
             headers += header
         if headers:  # stage-to-stage shapes the compute does not declare: a group of headers first
-            self.groups.run([(k, p, t) for k, p, t, _ in headers], f"{g} (shapes)")
+            self.groups.run([(k, p, t) for k, p, t, _ in headers], f"{g} (shapes)", self.outbox.item)
             for k, p, t, fill in headers:
                 if fill is not None:
                     fill(shape_of(t))
