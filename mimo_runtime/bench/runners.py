@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from mimo_runtime.bench.chain import LANG, ChainCompute, ChainConfig, batch, build_stage, chain_loss, chain_plan
+from mimo_runtime.comm.release import list_releases
 from mimo_runtime.schedule import build_schedule
 from mimo_runtime.train.executor import Executor
 
@@ -28,6 +29,7 @@ class OursChain:
                                  transport)
         self.schedule = build_schedule(self.plan, cfg.microbatches, cfg.schedule, slack=slack)
         self.actions = self.schedule.for_rank(self.plan, rank)
+        self.released = list_releases(self.schedule, self.plan)[rank]  # sends completed as soon as known taken
         self.loss = 0.0
 
     def _opt_step(self, st) -> None:
@@ -37,7 +39,7 @@ class OursChain:
 
     def step(self, s: int) -> None:
         self.executor.trace.clear()
-        self.executor.run_step(self.actions, s)
+        self.executor.run_step(self.actions, s, released=self.released)
 
     @property
     def trace(self) -> List[Tuple[str, float, float]]:

@@ -53,7 +53,7 @@ class Inbox:
             self._refill(channel, until=item)
         work, buf, src, channel = self._posted.pop(item)
         if work is not None:
-            wait_work(work, src, self.timeout_s, self.progress)
+            wait_work(work, src, self.timeout_s, self.progress, buf.device)
             self.stats.add_recv(buf, header=False)
         self._refill(channel)
         return buf

@@ -5,6 +5,10 @@ trainer's lowered groups (p2p_groups.py) know every shape from the plan and the 
 that do not (bare lists, the colocated exchange) send a fixed-size header first: for each key, in
 sorted order, its ndim and dims. Sends are posted asynchronously (the schedule is deadlock-free under "sends never block,
 receives block"); `Outbox.wait()` completes them and keeps their buffers alive until then.
+
+Waits carry a timeout only where gloo carries the tensor (`timed_waits`): a timed `Work.wait` under
+NCCL blocks the host until the transfer is done, on every message; there the process group's own
+timeout and watchdog turn a hang into an error instead.
 """
 
 import time
@@ -18,6 +22,29 @@ import torch.distributed as dist
 MAX_DIMS = 6
 
 
+def timed_waits(backend: str, device_type: str) -> bool:
+    """Whether a wait for a transfer of a `device_type` tensor may carry a timeout: only when the
+    process group's backend for that device is gloo. `backend` is `dist.get_backend()`'s answer,
+    one name ("gloo", "nccl") or a per-device map ("cpu:gloo,cuda:nccl")."""
+    backend = backend.lower()
+    if ":" not in backend:
+        return backend == "gloo"
+    carriers = dict(part.split(":", 1) for part in backend.split(","))
+    return carriers.get(device_type) == "gloo"
+
+
+def default_backend() -> str:
+    return dist.get_backend() if dist.is_initialized() else "gloo"
+
+
+def finish(work, device: torch.device, timeout_s: float):
+    """Wait for `work` on a `device` tensor: timed on gloo (its result: False on timeout), untimed
+    elsewhere (the process group's timeout covers it)."""
+    if timed_waits(default_backend(), device.type):
+        return work.wait(timedelta(seconds=timeout_s))
+    return work.wait()
+
+
 @dataclass
 class CommStats:
     """Bytes this rank moved, split so tests can compare payload bytes with the theoretical minimum."""
@@ -29,6 +56,7 @@ class CommStats:
     messages_sent: int = 0
     groups: int = 0  # lowered p2p groups posted (p2p_groups.py), empty ones included
     sent_to: Dict[int, int] = field(default_factory=dict)  # payload bytes by receiving global rank (when known)
+    outputs_freed: int = 0  # forward outputs whose storage went once sent (train/executor.py _free_output)
 
     def add_sent(self, t: torch.Tensor, header: bool, dst: Optional[int] = None) -> None:
         n = t.numel() * t.element_size()
@@ -50,18 +78,36 @@ class CommStats:
 
 @dataclass
 class Outbox:
-    """Sends in flight. Buffers stay referenced until `wait` so the transport may read them."""
+    """Sends in flight. Buffers stay referenced until `wait` (or `release`) so the transport may read them.
+
+    `item` is what the poster is running (the executor's item index): `release` completes the sends
+    of one item to one peer that are known to have been taken (comm/release.py)."""
 
     timeout_s: float
-    pending: List = field(default_factory=list)
+    pending: List = field(default_factory=list)  # (work, tensor, dst, item)
+    item: int = -1
 
     def post(self, tensor: torch.Tensor, dst: int) -> None:
         tensor = tensor.detach().contiguous()
-        self.pending.append((dist.isend(tensor, dst), tensor))
+        self.pending.append((dist.isend(tensor, dst), tensor, dst, self.item))
+
+    def buffers(self):
+        return (t for _, t, _, _ in self.pending)
+
+    def release(self, pairs: Sequence[Tuple[int, int]]) -> None:
+        """Complete the sends of (item, peer) `pairs`: their receivers took them, so the waits return at once."""
+        done = set(pairs)
+        keep = []
+        for entry in self.pending:
+            if (entry[3], entry[2]) in done:
+                finish(entry[0], entry[1].device, self.timeout_s)
+            else:
+                keep.append(entry)
+        self.pending = keep
 
     def wait(self) -> None:
-        for work, _ in self.pending:
-            work.wait(timedelta(seconds=self.timeout_s))
+        for work, t, *_ in self.pending:
+            finish(work, t.device, self.timeout_s)
         self.pending.clear()
 
 
@@ -133,10 +179,11 @@ def recv_tensors(keys: Sequence[str], src: int, dtype: torch.dtype, device: torc
 
 
 def _recv(t: torch.Tensor, src: int, timeout_s: float, progress: Optional[Callable[[], bool]] = None) -> None:
-    wait_work(dist.irecv(t, src), src, timeout_s, progress)
+    wait_work(dist.irecv(t, src), src, timeout_s, progress, t.device)
 
 
-def wait_work(work, src: int, timeout_s: float, progress: Optional[Callable[[], bool]] = None) -> None:
+def wait_work(work, src: int, timeout_s: float, progress: Optional[Callable[[], bool]] = None,
+              device: torch.device = torch.device("cpu")) -> None:
     """Wait for a posted receive from `src`; TimeoutError after `timeout_s`.
 
     `progress` (comm/shm.py's LocalChannels.progress) moves this rank's shared-memory sends queued
@@ -150,5 +197,5 @@ def wait_work(work, src: int, timeout_s: float, progress: Optional[Callable[[], 
         time.sleep(pause)
         pause = min(2 * pause, 1e-3)
     left = max(timeout_s - (time.monotonic() - start), 1e-3)
-    if not work.wait(timedelta(seconds=left)):  # also raises what the transport reported, if it failed
+    if not finish(work, device, left):  # also raises what the transport reported, if it failed
         raise TimeoutError(f"receive from rank {src} timed out after {timeout_s:.0f} s")

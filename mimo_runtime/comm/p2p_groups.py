@@ -10,8 +10,10 @@ until someone waits for it the sender is free to go on, so a list that deadlocks
 on gloo when sends are completed later. `strict` waits for every send inside its group, as NCCL does:
 a deadlock then surfaces as a TimeoutError naming this rank, the group's index and ops, and the
 peers that never posted theirs. Without it (gloo only) a group waits for its receives, and its sends
-are completed at the next `drain` (the end of the step). Under NCCL no timed wait is used: a timed
-`Work.wait` blocks the host on every group; the process group's timeout and watchdog cover hangs.
+are completed at the next `drain` (the end of the step), or earlier by `release` once a later message
+proves the receiver took them (comm/release.py; gloo reports a send's completion only through `wait`).
+Under NCCL no timed wait is used: a timed `Work.wait` blocks the host on every group; the process
+group's timeout and watchdog cover hangs.
 """
 
 import time
@@ -21,7 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 
-from mimo_runtime.comm.p2p import CommStats
+from mimo_runtime.comm.p2p import CommStats, default_backend, timed_waits
 
 PostedOp = Tuple[str, int, torch.Tensor]  # ("send" | "recv", peer global rank, tensor)
 
@@ -30,14 +32,16 @@ class GroupTransport:
     def __init__(self, rank: int, stats: CommStats, timeout_s: float, strict: bool = False,
                  device: Optional[torch.device] = None):
         self.rank, self.stats, self.timeout_s, self.strict = rank, stats, timeout_s, strict
-        self.nccl = device is not None and device.type == "cuda"
+        # batched and untimed unless gloo carries this device's tensors (comm/p2p.py timed_waits)
+        self.nccl = not timed_waits(default_backend(), "cpu" if device is None else device.type)
         if self.strict and self.nccl:
             raise ValueError("the strict p2p mode emulates NCCL on gloo; under NCCL it is the real thing")
         self.groups_posted = 0
-        self._sends: List = []  # (work, tensor, label) of sends left to complete at `drain` (not strict)
+        self._sends: List = []  # (work, tensor, label, item, peer) of sends left to complete (not strict)
 
-    def run(self, ops: Sequence[PostedOp], label: str = "") -> None:
-        """Post `ops` as one batch and wait until every op met its match."""
+    def run(self, ops: Sequence[PostedOp], label: str = "", item: int = -1) -> None:
+        """Post `ops` as one batch and wait until every op met its match (strict, NCCL) or every
+        receive did (gloo); `item` names the group for `release`."""
         index = self.groups_posted
         self.groups_posted += 1
         self.stats.groups += 1
@@ -50,19 +54,29 @@ class GroupTransport:
                 w.wait()
         else:  # gloo has no batching: its ops are independent, so posting them one by one is the same
             works = [(dist.isend if kind == "send" else dist.irecv)(t, peer) for kind, peer, t in ops]
-            self._wait_gloo(ops, works, index, label)
+            self._wait_gloo(ops, works, index, label, item)
         for kind, peer, t in ops:
             if kind == "send":
                 self.stats.add_sent(t, header=False, dst=peer)
             else:
                 self.stats.add_recv(t, header=False)
-        self._sends = [s for s in self._sends if not s[0].is_completed()]  # release buffers as sends complete
 
     def pending(self):
         """Buffers of sends posted but not yet complete."""
-        return (t for _, t, _ in self._sends)
+        return (s[1] for s in self._sends)
 
-    def _wait_gloo(self, ops: Sequence[PostedOp], works, index: int, label: str) -> None:
+    def release(self, pairs: Sequence[Tuple[int, int]]) -> None:
+        """Complete the sends of (item, peer) `pairs`, which their receivers are known to have taken
+        (comm/release.py): each wait returns at once, and the buffers go."""
+        done, keep = set(pairs), []
+        for s in self._sends:
+            if (s[3], s[4]) in done:
+                self._complete(s, time.monotonic() + self.timeout_s)
+            else:
+                keep.append(s)
+        self._sends = keep
+
+    def _wait_gloo(self, ops: Sequence[PostedOp], works, index: int, label: str, item: int) -> None:
         """Receives first, then (strict) sends: each needs only its peer to have posted, so this order
         waits for nothing NCCL would not. gloo's works report completion only through `wait`."""
         deadline = time.monotonic() + self.timeout_s
@@ -71,7 +85,7 @@ class GroupTransport:
         if self.strict:
             waits += sends
         else:
-            self._sends += [(works[i], ops[i][2], f"group #{index} {label}") for i in sends]
+            self._sends += [(works[i], ops[i][2], f"group #{index} {label}", item, ops[i][1]) for i in sends]
         for k, i in enumerate(waits):
             if not _wait(works[i], deadline - time.monotonic()):
                 raise TimeoutError(self._stuck(ops, waits[k:], index, label))
@@ -86,11 +100,15 @@ class GroupTransport:
     def drain(self) -> None:
         """Complete the sends left pending (not strict); their buffers are released here."""
         deadline = time.monotonic() + self.timeout_s
-        for work, t, label in self._sends:
-            if not _wait(work, deadline - time.monotonic()):
-                raise TimeoutError(f"rank {self.rank}: a send of p2p {label} was never received within "
-                                   f"{self.timeout_s:.0f} s (the peer failed, or stopped before its receive)")
+        for s in self._sends:
+            self._complete(s, deadline)
         self._sends.clear()
+
+    def _complete(self, send, deadline: float) -> None:
+        work, _, label = send[:3]
+        if not _wait(work, deadline - time.monotonic()):
+            raise TimeoutError(f"rank {self.rank}: a send of p2p {label} was never received within "
+                               f"{self.timeout_s:.0f} s (the peer failed, or stopped before its receive)")
 
 
 def _wait(work, left: float) -> bool:

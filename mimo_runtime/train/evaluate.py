@@ -44,7 +44,7 @@ def evaluate(rt, feeder: Feeder, batches: int) -> Dict[str, float]:
     finally:
         compute.feeder = train_feeder
     correct, total = (loss_share(rt.plan, rt.rank, float(c)) for c in compute.caption_counts)
-    buf = torch.tensor([correct, total], dtype=torch.float64)
+    buf = torch.tensor([correct, total], dtype=torch.float64, device=compute.device)
     dist.all_reduce(buf)
     return {"eval_loss": weighted / max(tokens, 1),
             "caption_accuracy": float(buf[0] / buf[1]) if buf[1] > 0 else 0.0,

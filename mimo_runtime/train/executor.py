@@ -24,9 +24,11 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from functools import partial
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
+from torch.autograd.variable import Variable
 
 from mimo_runtime.comm import Bridge, CommStats, Outbox, recv_tensors, send_tensors, shm
 from mimo_runtime.comm.inbox import Inbox
@@ -43,7 +45,9 @@ class StepState:
     inputs: Dict[Tuple[int, int], Dict[str, torch.Tensor]] = field(default_factory=dict)  # (chunk, mb) ->
     outputs: Dict[Tuple[int, int], torch.Tensor] = field(default_factory=dict)
     out_grads: Dict[Tuple[int, int], torch.Tensor] = field(default_factory=dict)
-    loss_sum: float = 0.0  # this rank's share of the global loss (already divided by global tokens)
+    out_shapes: Dict[Tuple[int, int], torch.Size] = field(default_factory=dict)  # outputs freed once sent
+    # this rank's share of the global loss (already divided by global tokens); a device scalar once a loss ran
+    loss_sum: Union[float, torch.Tensor] = 0.0
 
 
 class Executor:
@@ -64,7 +68,8 @@ class Executor:
         self.trace: List[Tuple[str, float, float]] = []  # (action, start, end) in time.perf_counter
         self.fault = _fault_from_env(rank)
         self.memory = ActivationMeter()  # activation_peak_mb (train/memory.py)
-        self.ahead: Optional[Tuple[int, Dict[Tuple[int, int], torch.Tensor]]] = None  # (step, outputs) computed ahead
+        # (step, {(chunk, mb): output}, {(chunk, mb): shape of an output freed once sent}) computed ahead
+        self.ahead: Optional[Tuple[int, Dict[Tuple[int, int], torch.Tensor], Dict[Tuple[int, int], torch.Size]]] = None
         # `hosts` (each rank's host key) must be those the program was lowered with: the relays match
         self.bridges = {enc: Bridge(plan.modules[enc], plan.language, plan.micro_batch * plan.language.dp, rank,
                                     self.outbox, self.stats, timeout_s, self.progress, hosts, self.groups)
@@ -77,15 +82,18 @@ class Executor:
         """Whether the previous training call computed forwards of `step` ahead (a "steady" list may run)."""
         return self.ahead is not None and self.ahead[0] == step
 
-    def run_step(self, actions, step: int, train: bool = True, program=None) -> StepState:
+    def run_step(self, actions, step: int, train: bool = True, program=None, released=None) -> StepState:
         """Run `actions`; with `program` (this rank's lowering of them, comm/lowering.py) post exactly its
-        p2p groups, one after another, instead of each action's messages as it comes."""
+        p2p groups, one after another, instead of each action's messages as it comes. `released`
+        (comm/release.py, of what runs: the program or the list) completes each send as soon as a later
+        message proves its receiver took it, instead of at the end of the step."""
         st = StepState(step, train)
         if hasattr(self.compute, "begin_step"):  # a collective over the world (mimo_compute: the loss denominator)
             self.compute.begin_step(step)
         if train:
             if self.carried(step):
                 st.outputs.update(self.ahead[1])
+                st.out_shapes.update(self.ahead[2])
             self.ahead = None
         if program is None:
             self._post_receives_early(actions, st)
@@ -94,6 +102,7 @@ class Executor:
             if self.fault is not None and self.fault[0] == step and i == 1:
                 _inject(self.fault[1], self.rank)
             t0 = time.perf_counter()
+            self.outbox.item = i
             if program is not None and not hasattr(a, "kind"):
                 if a.within is None:  # an exchange inside a colocated forward posts itself
                     self._group(a, st)
@@ -102,11 +111,15 @@ class Executor:
             else:
                 getattr(self, "_" + a.kind.lower())(a, st)
                 self.trace.append((str(a), t0, time.perf_counter()))
+            if released and i in released:
+                self.outbox.release(released[i])
+                self.groups.release(released[i])
             self.memory.observe(self._pending_sends())
         self._complete_sends()
         m = self.plan.num_microbatches
         if train and any(a.mb >= m for a in actions):  # the list worked ahead (what it has not sent yet, if any)
-            self.ahead = (step + 1, {(c, mb - m): out for (c, mb), out in st.outputs.items() if mb >= m})
+            self.ahead = (step + 1, {(c, mb - m): out for (c, mb), out in st.outputs.items() if mb >= m},
+                          {(c, mb - m): shape for (c, mb), shape in st.out_shapes.items() if mb >= m})
         return st
 
     def _at(self, a, st: StepState) -> Tuple[int, int]:
@@ -116,7 +129,7 @@ class Executor:
 
     def _pending_sends(self):
         """Buffers of sends not complete yet (activation_peak_mb counts them)."""
-        yield from (t for _, t in self.outbox.pending)
+        yield from self.outbox.buffers()
         yield from self.groups.pending()
 
     def _complete_sends(self) -> None:
@@ -220,9 +233,23 @@ class Executor:
         if not (st.train and out.requires_grad):  # no backward will need it
             del st.outputs[_key(a)]
         if a.peer[0] == a.module:
-            self._send(a, a.module, out, st)
+            self._send(a, a.module, out.detach(), st)  # the transport holds its own reference to the storage
         else:
             self.bridges[a.module].send_forward(out, self.compute.encoder_rows(a.module, *self._at(a, st)))
+        self._free_output(_key(a), st)
+
+    def _free_output(self, key: Tuple[int, int], st: StepState) -> None:
+        """After its send was posted, a kept output's values are needed by no one here (megatron's
+        `deallocate_output_tensor`): backward needs only its graph and the gradient the peer sends back.
+        Its storage becomes one element; the transport's own reference to the old storage keeps the
+        bytes alive until the send completed, so they go exactly then. Not for a view (its base would
+        keep the storage) nor for an output that autograd saved for backward itself."""
+        out = st.outputs.get(key)
+        if out is None or out._base is not None or self.memory.saves(out):
+            return
+        st.out_shapes[key] = out.shape
+        out.data = torch.empty((1,), dtype=out.dtype, device=out.device)
+        self.stats.outputs_freed += 1
 
     def _recv_b(self, a, st: StepState) -> None:
         c = self.compute
@@ -254,7 +281,7 @@ class Executor:
                                    f"says {list(ops)}")
             posted += mine
             finish.append(done)
-        self.groups.run(posted, str(g))
+        self.groups.run(posted, str(g), self.outbox.item)
         for done in finish:
             done()
 
@@ -263,10 +290,12 @@ class Executor:
         c, kind = self.compute, a.kind
         bridge = a.peer[0] != a.module
         if kind in ("SEND_F", "SEND_B"):
+            sent = _nothing  # what to do once the group completed
             if kind == "SEND_F":
                 t = st.outputs[_key(a)]
                 if not (st.train and t.requires_grad):  # no backward will need it
                     del st.outputs[_key(a)]
+                sent = partial(self._free_output, _key(a), st)
             else:
                 x = st.inputs[_key(a)].pop(a.peer[0])
                 t = x.grad if x.grad is not None else torch.zeros_like(x)
@@ -275,14 +304,15 @@ class Executor:
                 blocks = (self.bridges[a.module].forward_blocks(t, c.encoder_rows(a.module, *self._at(a, st)))
                           if kind == "SEND_F" else
                           self.bridges[a.peer[0]].gradient_blocks(t, c.language_rows(a.peer[0], *self._at(a, st))))
-                return [("send", r.dst, b.contiguous()) for r, b in blocks], lambda: None
+                return [("send", r.dst, b.contiguous()) for r, b in blocks], sent
             if kind == "SEND_F" and tuple(t.shape) != self._stage_shape(a, st):
                 raise ValueError(f"{a}: sending shape {tuple(t.shape)} but compute.p2p_shape promised "
                                  f"{self._stage_shape(a, st)}")
-            return [("send", self._peer_rank(a), t.contiguous())], lambda: None
+            return [("send", self._peer_rank(a), t.contiguous())], sent
         if bridge:
             return self._bridge_receive(a, st)
-        shape = self._stage_shape(a, st) if kind == "RECV_F" else tuple(st.outputs[_key(a)].shape)
+        shape = self._stage_shape(a, st) if kind == "RECV_F" else \
+            tuple(st.out_shapes.get(_key(a), st.outputs[_key(a)].shape))
         buf = torch.empty(shape, dtype=c.dtype, device=c.device)
 
         def done() -> None:
@@ -347,10 +377,17 @@ class Executor:
     def _b(self, a, st: StepState) -> None:
         out = st.outputs.pop(_key(a))
         grad = st.out_grads.pop(_key(a), None)
-        if out.requires_grad:
-            deferring = getattr(self.compute, "deferring_weight_grads", None)  # zero-bubble computes only
-            with deferring(a.module, a.chunk, *self._at(a, st)) if deferring else contextlib.nullcontext():
+        if not out.requires_grad:
+            return
+        freed = st.out_shapes.pop(_key(a), None) is not None
+        deferring = getattr(self.compute, "deferring_weight_grads", None)  # zero-bubble computes only
+        with deferring(a.module, a.chunk, *self._at(a, st)) if deferring else contextlib.nullcontext():
+            if not freed:
                 torch.autograd.backward(out, grad_tensors=grad)
+            else:  # freed after its send: the engine checks the gradient against the graph, not the emptied output
+                Variable._execution_engine.run_backward(tensors=(out,), grad_tensors=(grad,), keep_graph=False,
+                                                        create_graph=False, inputs=(), allow_unreachable=True,
+                                                        accumulate_grad=True)
 
     def _w(self, a, st: StepState) -> None:
         """The weight gradients the B of the same (chunk, microbatch) deferred."""
@@ -371,6 +408,10 @@ class Executor:
 def _key(a) -> Tuple[int, int]:
     """What a step's state is keyed by: the action's (chunk, microbatch)."""
     return a.chunk, a.mb
+
+
+def _nothing() -> None:
+    pass
 
 
 def _fault_from_env(rank: int) -> Optional[Tuple[int, str]]:

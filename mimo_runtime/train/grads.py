@@ -27,17 +27,23 @@ def all_reduce_grads(params: Iterable[torch.nn.Parameter], group: Optional[dist.
         return
     trainable = [p for p in params if p.requires_grad]
     had = {id(p): p.grad is not None for p in trainable}
-    for bucket in _buckets([_grad_or_zeros(p) for p in trainable]):
+    reached = []  # per bucket, the summed flags: read on the host once, after every bucket was reduced
+    buckets = _buckets([_grad_or_zeros(p) for p in trainable])
+    for bucket in buckets:
         flags = torch.tensor([float(had[id(p)]) for p in bucket], dtype=bucket[0].grad.dtype,
                              device=bucket[0].grad.device)
         grads = [p.grad for p in bucket] + [flags]
         flat = _flatten_dense_tensors(grads)
         dist.all_reduce(flat, group=group)
         synced = _unflatten_dense_tensors(flat, grads)
-        for p, g, reached in zip(bucket, synced, synced[-1].tolist()):
-            if reached:
-                p.grad.copy_(g)
-            else:
+        for p, g in zip(bucket, synced):
+            p.grad.copy_(g)
+        reached.append(synced[-1])
+    if not buckets or all(had.values()):
+        return  # every replica had every gradient: nothing to read back
+    for bucket, flags in zip(buckets, torch.cat(reached).split([len(b) for b in buckets])):
+        for p, hit in zip(bucket, flags.tolist()):
+            if not hit:
                 p.grad = None
 
 
@@ -68,8 +74,9 @@ def counts_toward_norm(p: torch.nn.Parameter, tp_rank: int, dp_cp_rank: int, dup
     return bool(getattr(p, "tensor_model_parallel", False)) or tp_rank == 0
 
 
-def sum_of_squares(params: Iterable[torch.nn.Parameter]) -> torch.Tensor:
-    total = torch.zeros((), dtype=torch.float64)
+def sum_of_squares(params: Iterable[torch.nn.Parameter], device: Optional[torch.device] = None) -> torch.Tensor:
+    """In float64 on the gradients' device: one host read per step, after the world all-reduce."""
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for p in params:
         if p.grad is not None:
             total += p.grad.detach().double().pow(2).sum()

@@ -55,7 +55,7 @@ def train_rank(rank: int, world_size: int, topology: Topology, cfg: RunConfig) -
                       bubble=metrics.bubble_share(times.compute_s, record["step_time_s"]))
         if reporter:
             record.update(metrics.data_metrics(rt, step, record["step_time_s"], peak_tflops))
-        record["activation_peak_mb"] = memory.peak_mb(rt.executor.memory)
+        record["activation_peak_mb"] = memory.peak_mb(rt.executor.memory, rt.executor.compute.device)
         if held_out is not None and _due(step, cfg.eval_every, cfg.steps):
             record.update(evaluate.evaluate(rt, held_out, evaluate.num_batches(held_out, cfg.eval_batches)))
             if recorder:

@@ -11,7 +11,7 @@ its own bytes, not the whole batch's. Parameters (and views of them) are saved t
 activations: they are skipped.
 """
 
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -62,6 +62,11 @@ class ActivationMeter:
             del self._storages[key]
             self.alive -= entry[1]
 
+    def saves(self, t: torch.Tensor) -> bool:
+        """Whether a tensor saved for backward lives in `t`'s storage (then freeing `t` would corrupt it)."""
+        ptr = t.untyped_storage().data_ptr()
+        return any(key[1] == ptr for key in self._storages)
+
     def observe(self, send_buffers: Iterable[torch.Tensor]) -> None:
         """After an action: the buffers the transport still holds (unique storages)."""
         self.sending = sum(key[-1] for key in {_region(t) for t in send_buffers})
@@ -81,8 +86,8 @@ def _unpack(saved: _Saved) -> torch.Tensor:
     return saved.tensor
 
 
-def peak_mb(meter: ActivationMeter) -> float:
-    """Collective over the world: the largest step peak of any rank, in MiB."""
-    buf = torch.tensor([meter.peak / MB], dtype=torch.float64)
+def peak_mb(meter: ActivationMeter, device: Optional[torch.device] = None) -> float:
+    """Collective over the world (on `device`, the compute's): the largest step peak of any rank, in MiB."""
+    buf = torch.tensor([meter.peak / MB], dtype=torch.float64, device=device)
     dist.all_reduce(buf, op=dist.ReduceOp.MAX)
     return round(float(buf.item()), 3)

@@ -36,8 +36,8 @@ class MimoCompute:
         self.seq_length = seq_length(model.mimo_config)
         self.bridges = {}
         self.caption_counts = [0, 0]  # forward-only steps: (exact captions, captioned samples)
-        self.loss_tokens = 0  # the running step's loss denominator (begin_step)
-        self.content_tokens = 0  # the running step's non-padding tokens (begin_step; metrics)
+        # the running step's (loss denominator, non-padding tokens), all-reduced on the device (begin_step)
+        self._counts = torch.zeros(2, dtype=torch.float64, device=self.device)
         # zero_bubble: linears defer their weight gradients from B to W, one queue per module
         self.weight_queues: Dict[str, WeightGradQueue] = {}
         if split_weights:
@@ -128,9 +128,19 @@ class MimoCompute:
             local = sum(int(self._tokens(LANG, step, mb)["loss_mask"].sum()) for mb in mbs)
             if lang.coords(self.rank).cp == 0:  # whole samples: one rank of each replica counts them
                 content = sum(self.feeder.content_tokens(step, mb, lang, self.rank) for mb in mbs)
-        buf = torch.tensor([local, content], dtype=torch.float64)
+        buf = torch.tensor([local, content], dtype=torch.float64, device=self.device)
         dist.all_reduce(buf)
-        self.loss_tokens, self.content_tokens = int(buf[0].item()), int(buf[1].item())
+        self._counts = buf  # stays on the device: the losses divide by it, the host reads it at step end
+
+    @property
+    def loss_tokens(self) -> int:
+        """The running step's loss denominator, on the host (evaluation weights, after the step)."""
+        return int(self._counts[0].item())
+
+    @property
+    def content_tokens(self) -> int:
+        """The running step's non-padding tokens, on the host (metrics, after the step)."""
+        return int(self._counts[1].item())
 
     # ---- forward ----
     def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st,
@@ -182,8 +192,8 @@ class MimoCompute:
 
     def _loss(self, logits, tokens, st) -> torch.Tensor:
         total = self.loss_fn(logits, tokens["labels"], tokens["loss_mask"], self.groups[LANG].pgs.tp)
-        loss = total / self.loss_tokens
-        st.loss_sum += float(loss.detach())
+        loss = total / self._counts[0].to(total.dtype)  # a whole count: exact in fp32, no host sync
+        st.loss_sum = st.loss_sum + loss.detach().double()  # summed on the device, read once at step end
         if not st.train:
             correct, captioned = self._count_captions(logits.detach(), tokens)
             self.caption_counts[0] += correct

@@ -7,11 +7,13 @@ every group is set from the schedule before each step (lr_schedule.py).
 
 The global gradient norm covers all modules on all ranks: each rank adds the squares of the
 gradient elements it alone is responsible for (grads.counts_toward_norm), and one world all-reduce
-also carries this rank's share of the loss, so every rank ends the step knowing both.
+also carries this rank's share of the loss, so every rank ends the step knowing both. The pieces
+live on the compute device (a CPU tensor has no place on an NCCL group) and reach the host once,
+after that all-reduce: clipping, the non-finite check and the metrics read the same numbers.
 """
 
 import math
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -81,7 +83,10 @@ def _norm_params(model, plan: Plan, rank: int, name: str) -> List[torch.nn.Param
             if p.requires_grad and counts_toward_norm(p, c.tp, dp_cp_rank, p is duplicate)]
 
 
-def loss_share(plan: Plan, rank: int, loss_sum: float) -> float:
+Scalar = Union[float, torch.Tensor]
+
+
+def loss_share(plan: Plan, rank: int, loss_sum: Scalar) -> Scalar:
     """Only TP rank 0 of the last language stage reports: TP ranks hold the same loss."""
     lang = plan.modules[LANG]
     if not lang.holds(rank):
@@ -90,16 +95,22 @@ def loss_share(plan: Plan, rank: int, loss_sum: float) -> float:
     return loss_sum if c.pp == lang.pp - 1 and c.tp == 0 else 0.0
 
 
-def global_norm_and_loss(model, plan: Plan, rank: int, loss_sum: float) -> Tuple[float, Dict[str, float], float]:
+def _device(model) -> torch.device:
+    param = next(model.parameters(), None)
+    return torch.device("cpu") if param is None else param.device
+
+
+def global_norm_and_loss(model, plan: Plan, rank: int, loss_sum: Scalar) -> Tuple[float, Dict[str, float], float]:
     """(global gradient norm, {module: its gradient norm}, global loss): one all-reduce on every rank."""
     names = list(plan.modules)
     held = set(plan.modules_on(rank))
-    buf = torch.stack([sum_of_squares(_norm_params(model, plan, rank, n)) if n in held
-                       else torch.zeros((), dtype=torch.float64) for n in names]
-                      + [torch.tensor(loss_share(plan, rank, loss_sum), dtype=torch.float64)])
+    device = _device(model)
+    buf = torch.stack([sum_of_squares(_norm_params(model, plan, rank, n), device) if n in held
+                       else torch.zeros((), dtype=torch.float64, device=device) for n in names]
+                      + [torch.as_tensor(loss_share(plan, rank, loss_sum), dtype=torch.float64, device=device)])
     dist.all_reduce(buf)
-    squares = [float(v) for v in buf[:-1]]
-    return math.sqrt(sum(squares)), {n: math.sqrt(v) for n, v in zip(names, squares)}, float(buf[-1])
+    *squares, loss = buf.tolist()  # the step's one host read
+    return math.sqrt(sum(squares)), {n: math.sqrt(v) for n, v in zip(names, squares)}, loss
 
 
 def step_optimizers(model, optimizers: Dict[str, torch.optim.Optimizer], grad_norm: float, max_norm: float) -> None:
@@ -110,8 +121,8 @@ def step_optimizers(model, optimizers: Dict[str, torch.optim.Optimizer], grad_no
     model.zero_grad(set_to_none=False)  # keep the gradient buffers (as megatron's DDP does): no re-allocation per step
 
 
-def global_loss(plan: Plan, rank: int, loss_sum: float) -> float:
-    """Forward-only steps (evaluation) reduce just the loss."""
-    buf = torch.tensor([loss_share(plan, rank, loss_sum)], dtype=torch.float64)
+def global_loss(plan: Plan, rank: int, loss_sum: Scalar, device: Optional[torch.device] = None) -> float:
+    """Forward-only steps (evaluation) reduce just the loss (on `device`, the compute's)."""
+    buf = torch.as_tensor(loss_share(plan, rank, loss_sum), dtype=torch.float64, device=device).reshape(1)
     dist.all_reduce(buf)
-    return float(buf[0])
+    return buf.item()

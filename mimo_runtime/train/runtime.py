@@ -36,6 +36,7 @@ class Runtime:
         from mimo_runtime.model import build_model, masked_token_loss_sum
         from mimo_runtime.comm import shm
         from mimo_runtime.comm.lowering import lower_plan, step_programs
+        from mimo_runtime.comm.release import program_releases
         from mimo_runtime.schedule import build_schedule, step_lists
 
         self.topology, self.cfg = topology, cfg
@@ -65,7 +66,10 @@ class Runtime:
         programs = step_programs(self.plan, m, cfg.schedule, self.frozen_all, lead=min(cfg.frozen_lead, m),
                                  hosts=hosts, frozen_ahead=True)
         self.train_programs = {name: p[self.rank] for name, p in programs.items()}
-        self.eval_program = lower_plan(build_schedule(self.plan, m, "forward"), self.plan, hosts)[self.rank]
+        # when each send is known taken, so its buffer (a forward output, a gradient) goes then (comm/release.py)
+        self.train_released = {name: program_releases(p)[self.rank] for name, p in programs.items()}
+        eval_programs = lower_plan(build_schedule(self.plan, m, "forward"), self.plan, hosts)
+        self.eval_program, self.eval_released = eval_programs[self.rank], program_releases(eval_programs)[self.rank]
         compute = MimoCompute(self.plan, self.groups, self.model, self.rank, self.feeder, masked_token_loss_sum,
                               split_weights=cfg.schedule == "zero_bubble")  # B and W (model/weight_grad.py)
         # `frozen: true` keeps the projection trainable; only an encoder frozen entirely stops gradients
@@ -130,7 +134,8 @@ class Runtime:
         self._require_data()
         t0 = time.perf_counter()
         name = self.train_list_name(step)
-        self.executor.run_step(self.train_lists[name], step, train=True, program=self.train_programs[name])
+        self.executor.run_step(self.train_lists[name], step, train=True, program=self.train_programs[name],
+                               released=self.train_released[name])
         lrs = learning_rates(self.topology, step)
         data = self.executor.compute.feeder.step_metrics(step)
         return {"step": step + 1, **self._last, "step_time_s": time.perf_counter() - t0, **data,
@@ -151,5 +156,6 @@ class Runtime:
         """Forward-only pass over global batch `step` (no gradients); the global loss on every rank."""
         self.model.eval()
         self._require_data()
-        st = self.executor.run_step(self.eval_actions, step, train=False, program=self.eval_program)
-        return global_loss(self.plan, self.rank, st.loss_sum)
+        st = self.executor.run_step(self.eval_actions, step, train=False, program=self.eval_program,
+                                    released=self.eval_released)
+        return global_loss(self.plan, self.rank, st.loss_sum, self.executor.compute.device)
