@@ -41,7 +41,8 @@ def data_factory(topology: Topology) -> Optional[Tuple[str, Dict[str, Any], str,
     """(import path, args, topology field, workers), or None: a model factory without a data section."""
     if topology.data is not None:
         return topology.data.factory, dict(topology.data.args), "data.factory", topology.data.workers
-    if isinstance(topology.model, str):
+    if isinstance(topology.model, str) and not any(m.hf for m in topology.modules.values()):
+        # modules.NAME.hf leaves `model` at its default preset: its captions are not that model's data
         return CAPTIONS_FACTORY, {"preset": topology.model}, "model", 0
     return None
 

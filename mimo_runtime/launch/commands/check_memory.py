@@ -89,8 +89,8 @@ def _activation_bytes(plan: Plan, name: str, stage: int, frozen: bool, frozen_al
     from mimo_runtime.topology import PRESETS
 
     topo = plan.topology
-    if not isinstance(topo.model, str):
-        return None
+    if not isinstance(topo.model, str) or any(m.hf for m in topo.modules.values()):
+        return None  # modules.NAME.hf leave `model` at its default preset, which is not their model
     m, lang = plan.modules[name], plan.modules[LANG]
     samples = topo.train.micro_batch * lang.dp // m.dp
     bytes_per_value = 2 if topo.modules[name].precision == "bf16" else 4
