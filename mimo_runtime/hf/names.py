@@ -177,6 +177,8 @@ def _whisper_recipe(rest: str) -> Optional[Recipe]:
     if lm is None:
         return None
     module, _, leaf = lm[2].rpartition(".")
+    if leaf not in ("weight", "bias"):
+        return None  # e.g. transformer-engine's norms fused into linear_qkv
     base = f"{AUDIO}.layers.{lm[1]}."
     if module == "self_attention.linear_qkv":
         if leaf == "bias":
