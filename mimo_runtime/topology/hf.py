@@ -7,7 +7,7 @@ into the families' dims with the helpers here.
 
 import json
 import os
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from mimo_runtime.errors import TopologyError
 
@@ -149,3 +149,11 @@ def part_architecture(directory: str) -> str:
 # how a separately saved vision tower is read (LLaVA-1.5 for CLIP; SigLIP LLaVAs take the last layer, all rows)
 PART_FEATURE_LAYER = {"CLIPVisionModel": -2, "SiglipVisionModel": -1}
 PART_FEATURE_SELECT = {"CLIPVisionModel": "default", "SiglipVisionModel": "full"}
+
+
+def preset_of(topo) -> Optional[str]:
+    """The preset name a topology's model is; None for a factory or HF directories (modules.NAME.hf
+    leave `model` at its default preset name, which then describes nothing that runs)."""
+    if not isinstance(topo.model, str) or any(m.hf for m in topo.modules.values()):
+        return None
+    return topo.model

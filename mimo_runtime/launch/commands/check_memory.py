@@ -87,10 +87,11 @@ def _activation_bytes(plan: Plan, name: str, stage: int, frozen: bool, frozen_al
                       inflight: int) -> Optional[float]:
     from mimo_runtime.autoplan.costs import Hardware, module_dims, stage_cost
     from mimo_runtime.topology import PRESETS
+    from mimo_runtime.topology.hf import preset_of
 
     topo = plan.topology
-    if not isinstance(topo.model, str) or any(m.hf for m in topo.modules.values()):
-        return None  # modules.NAME.hf leave `model` at its default preset, which is not their model
+    if preset_of(topo) is None:
+        return None
     m, lang = plan.modules[name], plan.modules[LANG]
     samples = topo.train.micro_batch * lang.dp // m.dp
     bytes_per_value = 2 if topo.modules[name].precision == "bf16" else 4
