@@ -126,3 +126,28 @@ def test_a_language_part_without_an_audio_token_is_one_error_line(tmp_path, caps
     tiny.save_lm_with_token(tmp_path / "lm", "<image>")
     code, err = _errors(capsys, ["check", topo])
     assert code == 2 and len(err) == 1 and "no '<audio>' token" in err[0]
+
+
+
+def test_whisper_split_over_two_pipeline_stages_matches_transformers(tmp_path):
+    """pp2: stage 0 embeds and runs layer 0, stage 1 runs layer 1 and the final norm, each loading
+    only its own layers (by their global numbers) from the directory."""
+    from mimo_runtime.hf.config import parts_dims
+    from mimo_runtime.hf.load import load_hf_weights
+    from tests.hf.test_sliced_reads import _rank_models
+    from tests.model.fakes import fake_grid
+
+    whisper, _, _ = _audio_lm(tmp_path)
+    dims = parts_dims(str(tmp_path / "lm"), audio_dir=str(tmp_path / "whisper"))
+    grids = {"audio": fake_grid(0, pp=2), "language": fake_grid(2)}
+    sources = {"audio": (str(tmp_path / "whisper"), ("audio",))}
+    features = torch.randn(2, 8, 16)
+    hidden = None
+    with torch.no_grad():
+        for stage, model in enumerate(_rank_models(dims, grids, 2)):
+            load_hf_weights(model, sources)
+            encoder = model.modality_submodules["audio"].encoders["audio_tower"]
+            assert len(encoder.block.layers) == 1 and hasattr(encoder, "conv1") == (stage == 0)
+            hidden = encoder(input_features=features) if stage == 0 else encoder(hidden_states=hidden)
+        want = whisper.get_encoder()(input_features=features).last_hidden_state
+    assert (hidden - want.reshape(-1, 32)).abs().max() <= 1e-4
