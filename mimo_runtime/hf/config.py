@@ -24,7 +24,8 @@ def model_dims(directory: str) -> VLMDims:
     path, cfg = read_config(directory)
     arch = architecture(path, cfg)
     if arch in ENCODER_MODELS:
-        raise TopologyError(path, "architectures", f"'{arch}' is an encoder alone; give it as "
+        alone = "a vision tower" if arch in VISION_MODELS else "an audio encoder"
+        raise TopologyError(path, "architectures", f"'{arch}' is {alone} alone; give it as "
                                                    f"modules.NAME.hf of an encoder, not as model.hf")
     if arch in CAUSAL_LMS:
         return VLMDims(language=decoder_dims(path, cfg, "", cfg.get("tie_word_embeddings", True)))

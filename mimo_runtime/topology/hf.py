@@ -63,7 +63,8 @@ def check_hf_model(topo) -> None:
     path, cfg = read_config(model.hf)
     arch = architecture(path, cfg)
     if arch in ENCODER_MODELS:
-        raise TopologyError(src, "model.hf", f"{path} holds '{arch}', an encoder alone; model.hf needs "
+        alone = "a vision tower" if arch in VISION_MODELS else "an audio encoder"
+        raise TopologyError(src, "model.hf", f"{path} holds '{arch}', {alone} alone; model.hf needs "
                                              f"{LLAVA} or a *ForCausalLM (give encoders as modules.NAME.hf)")
     encoders = list(topo.encoders)
     want = 1 if arch == LLAVA else 0

@@ -151,3 +151,12 @@ def test_whisper_split_over_two_pipeline_stages_matches_transformers(tmp_path):
             hidden = encoder(input_features=features) if stage == 0 else encoder(hidden_states=hidden)
         want = whisper.get_encoder()(input_features=features).last_hidden_state
     assert (hidden - want.reshape(-1, 32)).abs().max() <= 1e-4
+
+
+def test_a_whisper_as_model_hf_is_one_error_line(tmp_path, capsys):
+    tiny.save_whisper(tmp_path / "whisper")
+    topo = tmp_path / "w.yaml"
+    topo.write_text(json.dumps({"model": {"hf": str(tmp_path / "whisper")},
+                                "modules": {"audio": {"kind": "encoder"}, "language": {"kind": "language"}}}))
+    code, err = _errors(capsys, ["plan", str(topo)])
+    assert code == 2 and len(err) == 1 and "'WhisperForConditionalGeneration', an audio encoder alone" in err[0]
