@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from mimo_runtime.errors import TopologyError
 from mimo_runtime.factories import NEEDS_DATA, resolve
+from mimo_runtime.topology.hf import preset_of
 from mimo_runtime.topology.schema import Topology
 
 CAPTIONS_FACTORY = "mimo_runtime.data.factory:captions"
@@ -41,7 +42,7 @@ def data_factory(topology: Topology) -> Optional[Tuple[str, Dict[str, Any], str,
     """(import path, args, topology field, workers), or None: a model factory without a data section."""
     if topology.data is not None:
         return topology.data.factory, dict(topology.data.args), "data.factory", topology.data.workers
-    if isinstance(topology.model, str):
+    if preset_of(topology) is not None:
         return CAPTIONS_FACTORY, {"preset": topology.model}, "model", 0
     return None
 

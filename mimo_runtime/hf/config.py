@@ -2,7 +2,8 @@
 
 Architectures: `LlavaForConditionalGeneration` (CLIP or SigLIP vision tower + Llama/Mistral/Qwen2
 text model), `LlamaForCausalLM` / `MistralForCausalLM` / `Qwen2ForCausalLM`, and the separately
-saved parts `CLIPVisionModel` / `SiglipVisionModel`. Every error names the file and the field.
+saved parts `CLIPVisionModel` / `SiglipVisionModel` and Whisper (`WhisperForConditionalGeneration`,
+`WhisperModel` or `WhisperEncoder`: its encoder). Every error names the file and the field.
 """
 
 import json
@@ -11,9 +12,9 @@ import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from mimo_runtime.errors import TopologyError
-from mimo_runtime.model.families.dims import DecoderDims, ProjectorDims, ViTDims, VLMDims
-from mimo_runtime.topology.hf import (CAUSAL_LMS, PART_FEATURE_LAYER, PART_FEATURE_SELECT, VISION_MODELS,
-                                     architecture, feature_layers, read_config)
+from mimo_runtime.model.families.dims import ACTIVATIONS, DecoderDims, ProjectorDims, ViTDims, VLMDims, WhisperDims
+from mimo_runtime.topology.hf import (AUDIO_MODELS, CAUSAL_LMS, ENCODER_MODELS, PART_FEATURE_LAYER,
+                                     PART_FEATURE_SELECT, VISION_MODELS, architecture, feature_layers, read_config)
 
 DECODERS = ("llama", "mistral", "qwen2")
 
@@ -22,8 +23,9 @@ def model_dims(directory: str) -> VLMDims:
     """The whole model a directory describes: LLaVA, or a language model alone."""
     path, cfg = read_config(directory)
     arch = architecture(path, cfg)
-    if arch in VISION_MODELS:
-        raise TopologyError(path, "architectures", f"'{arch}' is a vision tower alone; give it as "
+    if arch in ENCODER_MODELS:
+        alone = "a vision tower" if arch in VISION_MODELS else "an audio encoder"
+        raise TopologyError(path, "architectures", f"'{arch}' is {alone} alone; give it as "
                                                    f"modules.NAME.hf of an encoder, not as model.hf")
     if arch in CAUSAL_LMS:
         return VLMDims(language=decoder_dims(path, cfg, "", cfg.get("tie_word_embeddings", True)))
@@ -52,28 +54,56 @@ def vision_model_dims(directory: str) -> ViTDims:
     return vit_dims(path, cfg.get("vision_config", cfg), "", PART_FEATURE_LAYER[arch], PART_FEATURE_SELECT[arch])
 
 
-def parts_dims(language_dir: str, vision_dir: Optional[str]) -> VLMDims:
+def whisper_dims(directory: str) -> WhisperDims:
+    """The encoder half of a Whisper directory (WhisperForConditionalGeneration, WhisperModel or a
+    WhisperEncoder saved alone: all carry a WhisperConfig)."""
+    path, c = read_config(directory)
+    arch = architecture(path, c)
+    if arch not in AUDIO_MODELS:
+        raise TopologyError(path, "architectures", f"an audio encoder's hf directory must hold one of "
+                                                   f"{', '.join(AUDIO_MODELS)}, got '{arch}'")
+    if c.get("model_type", "whisper") != "whisper":
+        raise TopologyError(path, "model_type", f"'{c.get('model_type')}' is not whisper")
+    act = c.get("activation_function", "gelu")
+    if act not in ACTIVATIONS:
+        raise TopologyError(path, "activation_function", f"'{act}' is not supported; supported: "
+                                                         f"{', '.join(ACTIVATIONS)}")
+    hidden, heads = _int(path, "", c, "d_model"), _int(path, "", c, "encoder_attention_heads")
+    if hidden % heads:
+        raise TopologyError(path, "encoder_attention_heads", f"{heads} does not divide d_model={hidden}")
+    return WhisperDims(hidden=hidden, layers=_int(path, "", c, "encoder_layers"), heads=heads,
+                       ffn_hidden=_int(path, "", c, "encoder_ffn_dim"), mels=_int(path, "", c, "num_mel_bins"),
+                       positions=_int(path, "", c, "max_source_positions"), act=act)
+
+
+def parts_dims(language_dir: str, vision_dir: Optional[str] = None, audio_dir: Optional[str] = None) -> VLMDims:
     """A model assembled from separately saved parts (modules.NAME.hf): a *ForCausalLM, a vision
-    tower, and a LLaVA `mlp2x_gelu` projector between them (keyed init); the image token is the
-    language tokenizer's `<image>`."""
+    tower and/or a Whisper, and a LLaVA `mlp2x_gelu` projector between each encoder and the
+    language model (keyed init); the placeholder tokens are the language tokenizer's `<image>`
+    and `<audio>`."""
     path, cfg = read_config(language_dir)
     arch = architecture(path, cfg)
     if arch not in CAUSAL_LMS:
         raise TopologyError(path, "architectures", f"the language module's hf directory must hold one of "
                                                    f"{', '.join(CAUSAL_LMS)}, got '{arch}'")
     lang = decoder_dims(path, cfg, "", cfg.get("tie_word_embeddings", True))
-    if vision_dir is None:
-        return VLMDims(language=lang)
-    vit = vision_model_dims(vision_dir)
-    return VLMDims(language=lang, vision=vit, projector=ProjectorDims("mlp2x_gelu", vit.hidden, lang.hidden),
-                   image_token_id=image_token_id(language_dir, lang.vocab_size))
+    encoders = {}
+    if vision_dir is not None:
+        vit = vision_model_dims(vision_dir)
+        encoders.update(vision=vit, projector=ProjectorDims("mlp2x_gelu", vit.hidden, lang.hidden),
+                        image_token_id=image_token_id(language_dir, lang.vocab_size))
+    if audio_dir is not None:
+        audio = whisper_dims(audio_dir)
+        encoders.update(audio=audio, audio_projector=ProjectorDims("mlp2x_gelu", audio.hidden, lang.hidden),
+                        audio_token_id=image_token_id(language_dir, lang.vocab_size, AUDIO_TOKEN))
+    return VLMDims(language=lang, **encoders)
 
 
-IMAGE_TOKEN = "<image>"
+IMAGE_TOKEN, AUDIO_TOKEN = "<image>", "<audio>"
 
 
-def image_token_id(directory: str, vocab_size: int) -> int:
-    """The id of `<image>` among the added tokens of the directory's tokenizer."""
+def image_token_id(directory: str, vocab_size: int, token: str = IMAGE_TOKEN) -> int:
+    """The id of `token` (`<image>`, `<audio>`) among the added tokens of the directory's tokenizer."""
     for name, read in (("tokenizer.json", lambda d: {t["content"]: t["id"] for t in d.get("added_tokens", [])}),
                        ("tokenizer_config.json", lambda d: {t.get("content"): int(i) for i, t in
                                                             d.get("added_tokens_decoder", {}).items()})):
@@ -81,9 +111,9 @@ def image_token_id(directory: str, vocab_size: int) -> int:
         if os.path.isfile(path):
             with open(path) as f:
                 ids = read(json.load(f))
-            if IMAGE_TOKEN in ids and 0 <= ids[IMAGE_TOKEN] < vocab_size:
-                return ids[IMAGE_TOKEN]
-    raise TopologyError(directory, "tokenizer", f"no '{IMAGE_TOKEN}' token below vocab_size {vocab_size} among "
+            if token in ids and 0 <= ids[token] < vocab_size:
+                return ids[token]
+    raise TopologyError(directory, "tokenizer", f"no '{token}' token below vocab_size {vocab_size} among "
                                                 f"the tokenizer's added tokens (add it, resize the embeddings and "
                                                 f"save the language model again)")
 

@@ -15,7 +15,7 @@ import torch
 
 from mimo_runtime.hf.files import INDEX, SafetensorsDir
 from mimo_runtime.hf.load import attention_dims
-from mimo_runtime.hf.names import export_tensors, key_index
+from mimo_runtime.hf.names import PROJECTOR_LAYERS, export_tensors, key_index
 from mimo_runtime.model.init import _module_of, global_parameters
 
 WEIGHTS = "model.safetensors"
@@ -61,18 +61,31 @@ def export_dir(model, source: str, out: str, sections: Sequence[str] = ("lm", "v
 
 @torch.no_grad()
 def export_parts(model, parts: Mapping[str, str], language: str, out: str) -> List[str]:
-    """modules.NAME.hf: each part as its own directory `out/NAME` shaped like its source, and each
-    encoder's projector (which no source holds) as `out/NAME_projector.safetensors` under
-    LLaVA's `multi_modal_projector.*` names."""
+    """modules.NAME.hf: each part as its own directory `out/NAME` shaped like its source (a Whisper
+    part's decoder carried through untouched), and each encoder's projector (which no source
+    holds) as `out/NAME_projector.safetensors` under LLaVA's `multi_modal_projector.*` names."""
     from safetensors.torch import save_file
+
+    from mimo_runtime.hf.factory import part_section
 
     written = []
     for name, source in parts.items():
-        written += export_dir(model, source, os.path.join(out, name), ("lm",) if name == language else ("vision",))
-    projector = {f"multi_modal_projector.{n.split('.', 1)[1]}": t.clone().contiguous()
-                 for n, t in model_tensors(model).items() if n.startswith("projector.")}
-    encoders = [n for n in parts if n != language]
-    if projector and encoders:
-        save_file(projector, os.path.join(out, f"{encoders[0]}_projector.safetensors"), metadata={"format": "pt"})
-        written += sorted(projector)
+        section = "lm" if name == language else part_section(source)
+        written += export_dir(model, source, os.path.join(out, name), (section,))
+    for name in parts:
+        projector = projector_tensors(model, name)
+        if name != language and projector:
+            save_file(projector, os.path.join(out, f"{name}_projector.safetensors"), metadata={"format": "pt"})
+            written += sorted(projector)
     return written
+
+
+def projector_tensors(model, module: str) -> Dict[str, torch.Tensor]:
+    """{multi_modal_projector.* name: tensor} of one encoder module's projector."""
+    prefix = f"modality_submodules.{module}.input_projections.0.encoder."
+    out = {}
+    for name, (param, *_rest) in global_parameters(model).items():
+        layer, _, leaf = name[len(prefix):].partition(".")
+        if name.startswith(prefix) and layer in PROJECTOR_LAYERS:
+            out[f"multi_modal_projector.{PROJECTOR_LAYERS[layer]}.{leaf}"] = param.detach().clone().contiguous()
+    return out

@@ -99,6 +99,8 @@ def _check_shapes(files: SafetensorsDir, r: Recipe, name: str, keys, shapes, wan
     rest = list(want[1:])
     if r.kind == "qkv":
         expected = [[heads * head_dim] + rest, [groups * head_dim] + rest, [groups * head_dim] + rest]
+    elif r.kind == "qkv_no_k":
+        expected = [[heads * head_dim] + rest, [groups * head_dim] + rest]
     elif r.kind == "gated":
         expected = [[want[0] // 2] + rest] * 2
     else:

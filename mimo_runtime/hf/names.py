@@ -4,12 +4,17 @@ torch only to fuse and split tensors).
 HF keys are first normalized to a section and a rest (`lm.`, `vision.`, `projector.`), whatever the
 checkpoint's prefix: llava-hf Hub (`vision_tower.vision_model.*`, `language_model.model.*`,
 `multi_modal_projector.*`), transformers 5.x (`vision_tower.*`, `model.language_model.*`), separately
-saved parts (`model.*`, `vision_model.*`, or no prefix at all). Each megatron parameter then has a recipe:
+saved parts (`model.*`, `vision_model.*`, or no prefix at all). A Whisper directory is read as section `audio.` on
+its own (its keys would collide with the others': `model.encoder.*`, `encoder.*` or bare), and its
+decoder is ignored. Each megatron parameter then has a recipe:
 - copy:  one HF tensor, same layout;
 - qkv:   megatron's `linear_qkv` is grouped per query group (for each group: its q heads, then its
          k head, then its v head), and TP splits whole groups;
 - gated: megatron's `linear_fc1` of SwiGLU is [gate; up] on every TP rank (each rank: its gate
-         rows, then its up rows).
+         rows, then its up rows);
+- qkv_no_k: a fused qkv bias whose HF attention has no k bias (Whisper's k_proj): q and v are
+         read, the k rows are zeros. A k bias adds the same q.b to every key's score of a query,
+         which softmax ignores: the zeros never change the output, and export drops them.
 """
 
 import re
@@ -38,9 +43,28 @@ def normalize(key: str) -> Optional[str]:
     return None
 
 
+AUDIO = "audio"
+AUDIO_PREFIXES = ("model.encoder.", "encoder.")  # WhisperForConditionalGeneration, WhisperModel
+AUDIO_SKIP = ("model.decoder.", "decoder.", "proj_out.")  # Whisper's text decoder: never loaded
+
+
+def audio_name(key: str) -> Optional[str]:
+    """The `audio.` name of a Whisper key (None for its decoder's); a WhisperEncoder saved alone
+    has bare keys (`conv1.weight`, `layers.0.*`)."""
+    if key.startswith(AUDIO_SKIP):
+        return None
+    for prefix in AUDIO_PREFIXES:
+        if key.startswith(prefix):
+            return f"{AUDIO}.{key[len(prefix):]}"
+    return f"{AUDIO}.{key}"
+
+
 def key_index(keys: Iterable[str], fallback: Optional[str] = None) -> Dict[str, str]:
     """{normalized name: the checkpoint's key}. `fallback`: the section of keys without a known
-    prefix (transformers 5.x saves a CLIPVisionModel as bare `embeddings.*`, `encoder.*`)."""
+    prefix (transformers 5.x saves a CLIPVisionModel as bare `embeddings.*`, `encoder.*`);
+    `audio`: the directory is a Whisper's (audio_name)."""
+    if fallback == AUDIO:
+        return {name: key for name, key in ((audio_name(k), k) for k in keys) if name is not None}
     out = {}
     for key in keys:
         name = normalize(key)
@@ -55,7 +79,7 @@ def key_index(keys: Iterable[str], fallback: Optional[str] = None) -> Dict[str, 
 class Recipe:
     """How one megatron parameter is made of HF tensors (normalized names)."""
 
-    kind: str  # copy | qkv | gated
+    kind: str  # copy | qkv | gated | qkv_no_k
     sources: Tuple[str, ...]
 
 
@@ -92,7 +116,20 @@ _VIT_TOP = {
     "pre_layrnorm.weight": "pre_layrnorm.weight",
     "pre_layrnorm.bias": "pre_layrnorm.bias",
 }
-_PROJECTOR = {"linear_fc1": "linear_1", "linear_fc2": "linear_2"}
+PROJECTOR_LAYERS = {"linear_fc1": "linear_1", "linear_fc2": "linear_2"}
+AUDIO_KEY = "audio_tower"  # families/whisper.py's WHISPER_KEY (names.py imports no megatron)
+_WHISPER_TOP = {
+    "conv1.weight": "conv1.weight", "conv1.bias": "conv1.bias", "conv2.weight": "conv2.weight",
+    "conv2.bias": "conv2.bias", "embed_positions": "embed_positions.weight",
+    "block.final_layernorm.weight": "layer_norm.weight", "block.final_layernorm.bias": "layer_norm.bias",
+}
+_WHISPER_LAYER = {
+    "input_layernorm": "self_attn_layer_norm",
+    "self_attention.linear_proj": "self_attn.out_proj",
+    "pre_mlp_layernorm": "final_layer_norm",
+    "mlp.linear_fc1": "fc1",
+    "mlp.linear_fc2": "fc2",
+}
 _LAYER = re.compile(r"^(?:decoder|block)\.layers\.(\d+)\.(.+)$")
 _SUB = re.compile(r"^modality_submodules\.([^.]+)\.(encoders\.[^.]+|input_projections\.0\.encoder)\.(.+)$")
 
@@ -115,7 +152,9 @@ def recipe(name: str) -> Optional[Recipe]:
     part, rest = m[2], m[3]
     if part.startswith("input_projections"):
         layer, _, leaf = rest.partition(".")
-        return Recipe("copy", (f"projector.{_PROJECTOR[layer]}.{leaf}",)) if layer in _PROJECTOR else None
+        return Recipe("copy", (f"projector.{PROJECTOR_LAYERS[layer]}.{leaf}",)) if layer in PROJECTOR_LAYERS else None
+    if part == f"encoders.{AUDIO_KEY}":
+        return _whisper_recipe(rest)
     if rest in _VIT_TOP:
         return Recipe("copy", (f"vision.{_VIT_TOP[rest]}",))
     lm = _LAYER.match(rest)
@@ -129,6 +168,23 @@ def recipe(name: str) -> Optional[Recipe]:
     if kind == "qkv":
         return Recipe("qkv", tuple(f"{base}self_attn.{p}_proj.{leaf}" for p in "qkv"))
     return Recipe("copy", (f"{base}{hf}.{leaf}",))
+
+
+def _whisper_recipe(rest: str) -> Optional[Recipe]:
+    if rest in _WHISPER_TOP:
+        return Recipe("copy", (f"{AUDIO}.{_WHISPER_TOP[rest]}",))
+    lm = _LAYER.match(rest)
+    if lm is None:
+        return None
+    module, _, leaf = lm[2].rpartition(".")
+    if leaf not in ("weight", "bias"):
+        return None  # e.g. transformer-engine's norms fused into linear_qkv
+    base = f"{AUDIO}.layers.{lm[1]}."
+    if module == "self_attention.linear_qkv":
+        if leaf == "bias":
+            return Recipe("qkv_no_k", (f"{base}self_attn.q_proj.bias", f"{base}self_attn.v_proj.bias"))
+        return Recipe("qkv", tuple(f"{base}self_attn.{p}_proj.{leaf}" for p in "qkv"))
+    return Recipe("copy", (f"{base}{_WHISPER_LAYER[module]}.{leaf}",)) if module in _WHISPER_LAYER else None
 
 
 # ---- layouts -------------------------------------------------------------------------------------
@@ -178,6 +234,9 @@ def export_tensors(name: str, full: torch.Tensor, heads: int = 0, groups: int = 
         return {r.sources[0]: full}
     if r.kind == "qkv":
         return dict(zip(r.sources, split_qkv(full, heads, groups, head_dim)))
+    if r.kind == "qkv_no_k":
+        q, _, v = split_qkv(full, heads, groups, head_dim)
+        return dict(zip(r.sources, (q, v)))
     gate, up = full.chunk(2, dim=0)
     return dict(zip(r.sources, (gate, up)))
 
@@ -186,9 +245,10 @@ def read_plan(r: Recipe, shapes: Sequence[Sequence[int]], partition_dim: Optiona
               heads: int = 0, groups: int = 0) -> List[Tuple[str, int, int, int]]:
     """[(normalized HF name, dim, start, stop)]: the slices of the HF tensors (full shapes `shapes`)
     that make TP rank `tp_rank`'s shard of the parameter, in the order they are combined."""
-    if r.kind == "qkv":
+    if r.kind in ("qkv", "qkv_no_k"):
         head_dim = shapes[1][0] // groups
-        return [(src, 0, a, b) for src, (a, b) in zip(r.sources, qkv_ranges(heads, groups, head_dim, tp_rank, tp))]
+        ranges = qkv_ranges(heads, groups, head_dim, tp_rank, tp)
+        return [(src, 0, a, b) for src, (a, b) in zip(r.sources, ranges if r.kind == "qkv" else ranges[::2])]
     if r.kind == "gated":
         return [(src, 0, *even_range(shape[0], tp_rank, tp)) for src, shape in zip(r.sources, shapes)]
     if partition_dim is None or tp == 1:
@@ -200,6 +260,9 @@ def combine(r: Recipe, parts: Sequence[torch.Tensor], groups_local: int = 0) -> 
     """This rank's shard from the slices `read_plan` named."""
     if r.kind == "qkv":
         return fuse_qkv(*parts, groups_local)
+    if r.kind == "qkv_no_k":
+        q, v = parts
+        return fuse_qkv(q, torch.zeros_like(v), v, groups_local)
     if r.kind == "gated":
         return torch.cat(list(parts), dim=0)
     return parts[0]

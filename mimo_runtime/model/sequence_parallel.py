@@ -119,16 +119,20 @@ class PortableRowParallelLinear(RowParallelLinear):
         return (out + self.bias if self.bias is not None else out), None
 
 
-class SequenceParallelLayerNorm(torch.nn.LayerNorm):
-    """torch LayerNorm in megatron's norm slot, tagging its parameters for the TP grad sum."""
+class SequenceParallelNorm:
+    """torch LayerNorm or RMSNorm (by `config.normalization`, as megatron's torch-norm wrapper
+    chooses, so numerics and parameter names are those of the non-SP build) in megatron's norm
+    slot, its parameters tagged for the TP grad sum. megatron's wrapper itself refuses SP."""
 
-    def __init__(self, config, hidden_size: int, eps: float = 1e-5, **_):
-        if config.normalization != "LayerNorm":
-            raise ValueError(f"sequence parallelism on the portable backend supports LayerNorm, "
+    def __new__(cls, config, hidden_size: int, eps: float = 1e-5, **_):
+        norms = {"LayerNorm": torch.nn.LayerNorm, "RMSNorm": torch.nn.RMSNorm}
+        if config.normalization not in norms:
+            raise ValueError(f"sequence parallelism on the portable backend supports {' and '.join(norms)}, "
                              f"got {config.normalization}")
-        super().__init__(hidden_size, eps=eps)
-        for p in self.parameters():
+        norm = norms[config.normalization](hidden_size, eps=eps)
+        for p in norm.parameters():
             p.sequence_parallel = config.sequence_parallel
+        return norm
 
 
 class _NoRNGFork:
@@ -153,7 +157,7 @@ def sequence_parallel_block_spec(layer: ModuleSpec, layers_per_stage: int) -> Mo
     attn, mlp = layer.submodules.self_attention.submodules, layer.submodules.mlp.submodules
     attn.linear_qkv, attn.linear_proj = PortableColumnParallelLinear, PortableRowParallelLinear
     mlp.linear_fc1, mlp.linear_fc2 = PortableColumnParallelLinear, PortableRowParallelLinear
-    layer.submodules.input_layernorm = SequenceParallelLayerNorm
-    layer.submodules.pre_mlp_layernorm = SequenceParallelLayerNorm
+    layer.submodules.input_layernorm = SequenceParallelNorm
+    layer.submodules.pre_mlp_layernorm = SequenceParallelNorm
     return ModuleSpec(module=TransformerBlock, submodules=TransformerBlockSubmodules(
-        layer_specs=[layer] * layers_per_stage, layer_norm=SequenceParallelLayerNorm))
+        layer_specs=[layer] * layers_per_stage, layer_norm=SequenceParallelNorm))

@@ -7,14 +7,17 @@ into the families' dims with the helpers here.
 
 import json
 import os
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from mimo_runtime.errors import TopologyError
 
 CAUSAL_LMS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}
 VISION_MODELS = {"CLIPVisionModel": "clip_vision_model", "SiglipVisionModel": "siglip_vision_model"}
+# an audio encoder's directory: a whole Whisper (only its encoder is used) or an encoder saved alone
+AUDIO_MODELS = {"WhisperForConditionalGeneration": "whisper", "WhisperModel": "whisper", "WhisperEncoder": "whisper"}
+ENCODER_MODELS = {**VISION_MODELS, **AUDIO_MODELS}
 LLAVA = "LlavaForConditionalGeneration"
-ARCHITECTURES = (LLAVA, *CAUSAL_LMS, *VISION_MODELS)
+ARCHITECTURES = (LLAVA, *CAUSAL_LMS, *VISION_MODELS, *AUDIO_MODELS)
 
 
 def read_config(directory: str) -> Tuple[str, Dict[str, Any]]:
@@ -59,9 +62,10 @@ def check_hf_model(topo) -> None:
                                           "directory), not " + ("both" if model.hf else "neither"))
     path, cfg = read_config(model.hf)
     arch = architecture(path, cfg)
-    if arch in VISION_MODELS:
-        raise TopologyError(src, "model.hf", f"{path} holds '{arch}', a vision tower alone; model.hf needs "
-                                             f"{LLAVA} or a *ForCausalLM")
+    if arch in ENCODER_MODELS:
+        alone = "a vision tower" if arch in VISION_MODELS else "an audio encoder"
+        raise TopologyError(src, "model.hf", f"{path} holds '{arch}', {alone} alone; model.hf needs "
+                                             f"{LLAVA} or a *ForCausalLM (give encoders as modules.NAME.hf)")
     encoders = list(topo.encoders)
     want = 1 if arch == LLAVA else 0
     if len(encoders) != want:
@@ -98,8 +102,9 @@ def _int(path: str, c: Mapping[str, Any], key: str) -> int:
 
 
 def check_hf_parts(topo) -> None:
-    """`modules.NAME.hf`: every module from its own HF directory (a vision tower per encoder, a
-    *ForCausalLM for the language model); the projectors start from keyed init."""
+    """`modules.NAME.hf`: every module from its own HF directory (a vision tower or a Whisper per
+    encoder, at most one of each, a *ForCausalLM for the language model); the projectors start
+    from keyed init."""
     src = topo.source
     if not isinstance(topo.model, str) or topo.model != "tiny-vlm":
         raise TopologyError(src, "model", "leave model out when modules give hf directories (the model is "
@@ -109,10 +114,16 @@ def check_hf_parts(topo) -> None:
             raise TopologyError(src, f"modules.{name}.hf", "every module needs an hf directory once one has one")
         path, cfg = read_config(m.hf)
         arch = architecture(path, cfg)
-        want = CAUSAL_LMS if m.kind == "language" else VISION_MODELS
+        want = CAUSAL_LMS if m.kind == "language" else ENCODER_MODELS
         if arch not in want:
             raise TopologyError(src, f"modules.{name}.hf", f"{path} holds '{arch}'; a {m.kind} module needs one of "
                                                            f"{', '.join(want)}")
+        if arch in AUDIO_MODELS:
+            _check(src, path, name, "tp", m.parallel.tp, _int(path, cfg, "encoder_attention_heads"),
+                   "audio attention heads (encoder_attention_heads)")
+            _check(src, path, name, "pp", m.parallel.pp, _int(path, cfg, "encoder_layers"),
+                   "audio layers (encoder_layers)")
+            continue
         c = cfg.get("vision_config", cfg)
         heads = _int(path, c, "num_attention_heads")
         _check(src, path, name, "tp", m.parallel.tp, heads, "attention heads (num_attention_heads)")
@@ -124,6 +135,16 @@ def check_hf_parts(topo) -> None:
         else:
             built = feature_layers(path, _int(path, c, "num_hidden_layers"), PART_FEATURE_LAYER[arch])
             _check(src, path, name, "pp", m.parallel.pp, built, "vision layers up to the feature layer")
+    for kind, archs in (("vision", VISION_MODELS), ("audio", AUDIO_MODELS)):
+        names = [n for n, m in topo.modules.items() if m.kind == "encoder" and part_architecture(m.hf) in archs]
+        if len(names) > 1:
+            raise TopologyError(src, f"modules.{names[1]}.hf", f"at most one {kind} encoder from an hf directory; "
+                                                               f"{', '.join(names)} all hold one")
+
+
+def part_architecture(directory: str) -> str:
+    """The architecture of one part's hf directory."""
+    return architecture(*read_config(directory))
 
 
 # how a separately saved vision tower is read (LLaVA-1.5 for CLIP; SigLIP LLaVAs take the last layer, all rows)
@@ -150,3 +171,11 @@ def layer_counts(topo) -> Dict[str, int]:
         out[name] = feature_layers(path, _int(path, cfg.get("vision_config", {}), "num_hidden_layers"),
                                    cfg.get("vision_feature_layer", -2))
     return out
+
+
+def preset_of(topo) -> Optional[str]:
+    """The preset name a topology's model is; None for a factory or HF directories (modules.NAME.hf
+    leave `model` at its default preset name, which then describes nothing that runs)."""
+    if not isinstance(topo.model, str) or any(m.hf for m in topo.modules.values()):
+        return None
+    return topo.model

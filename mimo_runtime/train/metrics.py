@@ -83,6 +83,7 @@ def data_metrics(rt, step: int, step_time_s: float, peak_tflops: Optional[float]
     """Rank 0's fields from the step's samples and the architecture: non-padding tokens/s, and for a
     preset model its FLOPs per module as TFLOPs/s and MFU. Empty without a dataset (the Python API's
     own batches)."""
+    from mimo_runtime.topology.hf import preset_of
     from mimo_runtime.train.flops import preset_step_flops
 
     if rt.feeder is None:
@@ -92,7 +93,8 @@ def data_metrics(rt, step: int, step_time_s: float, peak_tflops: Optional[float]
     out = {"nonpad_tokens_per_s": rt.executor.compute.content_tokens / step_time_s}
     plan = rt.plan
     items = {n: sum(rt.dataset.num_items(i, n) for i in ids) for n in plan.encoders}
-    flops = preset_step_flops(rt.topology.model, len(ids), items, {n: plan.modules[n].frozen for n in plan.encoders})
+    flops = preset_step_flops(preset_of(rt.topology), len(ids), items,
+                              {n: plan.modules[n].frozen for n in plan.encoders})
     if flops is not None:
         out.update(throughput(flops, step_time_s, {n: plan.modules[n].size for n in flops}, peak_tflops))
     return out

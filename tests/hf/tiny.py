@@ -97,3 +97,47 @@ def image_batch(config, images: int, seq: int, seed: int = 0):
     ids = torch.cat([text[:2], torch.full((images * n,), IMAGE_TOKEN), text[2:]]).unsqueeze(0)
     px = torch.randn(images, v.num_channels, v.image_size, v.image_size, generator=g)
     return ids, torch.arange(seq).unsqueeze(0), px
+
+
+AUDIO_TOKEN = IMAGE_TOKEN  # a Llama saved as an audio LM's part has `<audio>` as its last added token
+
+
+def whisper_config(**kw):
+    """A tiny Whisper: 8 mel bins, 16 frames per clip (8 encoder positions), heads tp=2 divides."""
+    from transformers import WhisperConfig
+
+    args = dict(vocab_size=60, d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64,
+                decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=64, num_mel_bins=8,
+                max_source_positions=8, max_target_positions=16, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                decoder_start_token_id=1)
+    args.update(kw)
+    return WhisperConfig(**args)
+
+
+def save_whisper(path, seed: int = 0, cls: str = "WhisperForConditionalGeneration", **kw):
+    """A random Whisper (every parameter random except the fixed sinusoidal positions, which HF
+    never trains) saved with save_pretrained; returns the model."""
+    from transformers.models.whisper import modeling_whisper
+
+    model = getattr(modeling_whisper, cls)(whisper_config(**kw)).eval()
+    encoder = model if cls == "WhisperEncoder" else model.get_encoder()
+    positions = encoder.embed_positions.weight.detach().clone()
+    randomize(model, seed)
+    with torch.no_grad():
+        encoder.embed_positions.weight.copy_(positions)
+    model.save_pretrained(path)
+    return model
+
+
+def save_lm_with_token(path, token: str, seed: int = 2):
+    """A Llama part whose tokenizer has `token` (`<image>`, `<audio>`) as added id 99."""
+    from tokenizers import AddedToken, Tokenizer, models
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    lm = randomize(LlamaForCausalLM(llama_text()), seed).eval()
+    lm.save_pretrained(path)
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(
+        {f"t{i}": i for i in range(IMAGE_TOKEN)}, unk_token="t0")))
+    tok.add_special_tokens({"additional_special_tokens": [AddedToken(token, special=True)]})
+    tok.save_pretrained(path)
+    return lm

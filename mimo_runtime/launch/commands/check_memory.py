@@ -87,9 +87,10 @@ def _activation_bytes(plan: Plan, name: str, stage: int, frozen: bool, frozen_al
                       inflight: int) -> Optional[float]:
     from mimo_runtime.autoplan.costs import Hardware, module_dims, stage_cost
     from mimo_runtime.topology import PRESETS
+    from mimo_runtime.topology.hf import preset_of
 
     topo = plan.topology
-    if not isinstance(topo.model, str):
+    if preset_of(topo) is None:
         return None
     m, lang = plan.modules[name], plan.modules[LANG]
     samples = topo.train.micro_batch * lang.dp // m.dp

@@ -83,10 +83,42 @@ class ProjectorDims:
 
 
 @dataclass(frozen=True)
+class WhisperDims:
+    """Whisper's audio encoder: conv1 (k3 s1) + GELU, conv2 (k3 s2) + GELU, fixed sinusoidal
+    positions, pre-LN layers with a GELU MLP, a final LayerNorm.
+
+    Whisper takes exactly `frames` = 2 * positions mel frames per clip (30 s, padded), and conv2
+    halves them: every clip gives `positions` rows.
+    """
+
+    hidden: int
+    layers: int
+    heads: int
+    ffn_hidden: int
+    mels: int
+    positions: int  # max_source_positions
+    act: str = "gelu"
+    norm_eps: float = 1e-5
+
+    @property
+    def frames(self) -> int:
+        return 2 * self.positions
+
+    @property
+    def tokens_per_item(self) -> int:
+        """Rows per clip handed to the language model (frames / 2)."""
+        return self.positions
+
+
+@dataclass(frozen=True)
 class VLMDims:
-    """A whole model: the language decoder and, for a VLM, one image encoder and its projector."""
+    """A whole model: the language decoder and, for a VLM, one image encoder and its projector;
+    an audio LM (modules.NAME.hf parts) has a Whisper encoder and its projector instead or besides."""
 
     language: DecoderDims
     vision: Optional[ViTDims] = None
     projector: Optional[ProjectorDims] = None
     image_token_id: Optional[int] = None
+    audio: Optional[WhisperDims] = None
+    audio_projector: Optional[ProjectorDims] = None
+    audio_token_id: Optional[int] = None
