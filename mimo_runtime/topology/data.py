@@ -28,7 +28,7 @@ class Heldout:
 
 @dataclass(frozen=True)
 class DataFiles:
-    format: str = spec(REQUIRED, "llava: JSON or JSONL records {id, image, conversations}", choices=FORMATS)
+    format: str = spec(REQUIRED, "llava: JSON or JSONL records {id, image, audio, conversations}", choices=FORMATS)
     path: str = spec(REQUIRED, "the records file")
     image_root: str = spec("", "directory the records' image paths are relative to; default: the file's directory")
     tokenizer: str = spec("", "an HF tokenizer directory with a chat template (an image processor's "
@@ -37,6 +37,9 @@ class DataFiles:
     seq_length: int = spec(0, "tokens per sample, longer samples are truncated (counted); default the model's",
                            positive=True)
     heldout: Optional[Heldout] = spec(None, "{path, image_root} of held-out records")
+    audio_root: str = spec("", "directory the records' audio (WAV) paths are relative to; default: the image root")
+    feature_extractor: str = spec("", "directory with a WhisperFeatureExtractor's preprocessor_config.json for "
+                                      "audio; default: data.tokenizer")
     packing: bool = spec(False, "pack each microbatch into one THD sequence (sets train.packing)")
     on_error: str = spec("raise", "raise: stop at the first bad record; skip: leave bad records out, counted",
                          choices=("raise", "skip"))
@@ -65,6 +68,7 @@ def parse_data(raw: Any, src: str) -> DataFiles:
     heldout = data.heldout and dataclasses.replace(data.heldout, path=at(data.heldout.path),
                                                    image_root=at(data.heldout.image_root))
     return dataclasses.replace(data, path=at(data.path), image_root=at(data.image_root),
+                               audio_root=at(data.audio_root), feature_extractor=at(data.feature_extractor),
                                tokenizer=at(data.tokenizer), heldout=heldout)
 
 
@@ -86,10 +90,13 @@ def check_data(topo: Topology) -> Topology:
         raise TopologyError(src, "data.format", f"format: {data.format} needs a preset model (one of "
                                                 f"{', '.join(sorted(PRESETS))}) or model: {{hf: DIR}}; a model "
                                                 f"factory reads its own data through data: {{factory, args}}")
-    other = sorted(n for n in topo.encoders if n != "images")
+    other = sorted(n for n in topo.encoders if n not in ("images", "audio"))
     if other:
-        raise TopologyError(src, "data.format", f"format: {data.format} carries images only; the topology has "
-                                                f"encoder '{other[0]}'")
+        raise TopologyError(src, "data.format", f"format: {data.format} carries images and audio only; the "
+                                                f"topology has encoder '{other[0]}'")
+    if "audio" in topo.encoders and hf:
+        raise TopologyError(src, "data.format", "audio samples need a preset model's audio encoder; an HF "
+                                                "model directory here has a vision tower only")
     longest = _hf_positions(hf) if hf else PRESETS[topo.model].language.seq_length
     if longest and data.seq_length > longest:
         raise TopologyError(src, "data.seq_length", f"{data.seq_length} is longer than the model's "
@@ -101,7 +108,8 @@ def check_data(topo: Topology) -> Topology:
         data = dataclasses.replace(data, tokenizer=hf)  # an HF model directory carries its tokenizer files
         topo = dataclasses.replace(topo, data=data)
     for field, path, is_dir in (("path", data.path, False), ("tokenizer", data.tokenizer, True),
-                                ("heldout.path", data.heldout.path if data.heldout else "", False)):
+                                ("heldout.path", data.heldout.path if data.heldout else "", False),
+                                ("feature_extractor", data.feature_extractor, True)):
         if path and not (os.path.isdir(path) if is_dir else os.path.isfile(path)):
             raise TopologyError(src, f"data.{field}", f"no such {'directory' if is_dir else 'file'}: {path}")
     if data.packing and not topo.train.packing:
