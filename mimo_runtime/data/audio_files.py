@@ -40,7 +40,7 @@ def load_feature_extractor(directory: str):
 
 
 def read_wav(path: str) -> Tuple[np.ndarray, int]:
-    """(mono float32 samples in [-1, 1], sample rate); raises (OSError, wave.Error, ValueError) on a bad file."""
+    """(mono float32 samples in [-1, 1], sample rate); raises on a bad file."""
     with wave.open(path, "rb") as w:
         channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
         raw = w.readframes(frames)
@@ -62,8 +62,9 @@ def check_audio(path: str, rate: int) -> None:
     """Raises ValueError(message) unless `path` is a readable WAV file sampled at `rate` Hz."""
     try:
         samples, got = read_wav(path)
-    except (OSError, EOFError, wave.Error, ValueError) as e:
-        raise ValueError(f"unreadable audio {path}: {e or type(e).__name__}") from None
+    except Exception as e:  # wave raises OSError, EOFError, wave.Error, even RuntimeError on a corrupt chunk
+        raise ValueError(f"unreadable audio {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
+            from None
     if got != rate:
         raise ValueError(f"audio {path} is sampled at {got} Hz; the feature extractor takes {rate} Hz")
     if samples.size == 0:

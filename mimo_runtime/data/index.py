@@ -81,12 +81,13 @@ def _entry(tok, facts: Facts, rate: int, line: int, offset: int, end: int, recor
     msgs = messages(record)
     images = image_list(record)
     audio = image_list(record, "audio")
-    for token, items, what, rows in ((IMAGE, images, "image", facts.rows), (AUDIO, audio, "audio", facts.audio_rows)):
+    for token, items, noun, kind, rows in ((IMAGE, images, "image", "image", facts.rows),
+                                           (AUDIO, audio, "audio clip", "audio", facts.audio_rows)):
         placeholders = sum(m["content"].count(token) for m in msgs)
         if placeholders != len(items):
-            raise ValueError(f"{placeholders} {token} placeholder(s) but {len(items)} {what} file(s)")
+            raise ValueError(f"{placeholders} {token} placeholder(s) but {len(items)} {noun}(s)")
         if items and not rows:
-            raise ValueError(f"the record has {what} but the model has no {what} encoder")
+            raise ValueError(f"the record has {noun}s but the model has no {kind} encoder")
     for name in images:
         full = os.path.join(facts.image_root, name)
         if not os.path.isfile(full):
