@@ -103,8 +103,9 @@ def _entry(tok, facts: Facts, rate: int, line: int, offset: int, end: int, recor
         check_audio(full, rate)
     ids, assistant = encode(tok, msgs, facts.placeholders)
     if last_item_end(ids, facts.placeholders) > facts.seq_length:
-        raise ValueError(f"its images or audio end at token {last_item_end(ids, facts.placeholders)}, past "
-                         f"seq_length {facts.seq_length}")
+        items = " and ".join(n for n, have in (("images", images), ("audio clips", audio)) if have)
+        raise ValueError(f"its {items} end at token {last_item_end(ids, facts.placeholders)}, past seq_length "
+                         f"{facts.seq_length}")
     loss = int(sample_tokens(ids, assistant, facts.seq_length, 0)["loss_mask"].sum())
     if loss == 0:
         raise ValueError(f"no assistant token is left within seq_length {facts.seq_length}")
