@@ -54,9 +54,9 @@ def write_step_bench(root: str, samples: int = 256, seed: int = 0) -> Dict[str, 
 
     import numpy as np
     from PIL import Image
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              PreTrainedTokenizerFast)
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from mimo_runtime.data.demo_data import save_word_tokenizer
 
     hf, images = os.path.join(root, "hf"), os.path.join(root, "images")
     os.makedirs(images, exist_ok=True)
@@ -68,12 +68,7 @@ def write_step_bench(root: str, samples: int = 256, seed: int = 0) -> Dict[str, 
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=_SPECIAL.index("<image>"),
                          vision_feature_layer=-2, vision_feature_select_strategy="default")
     LlavaForConditionalGeneration(config).save_pretrained(hf)
-    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(_SPECIAL + _WORDS)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", additional_special_tokens=_SPECIAL[3:])
-    fast.chat_template = _TEMPLATE
-    fast.save_pretrained(hf)
+    save_word_tokenizer(hf, _SPECIAL + _WORDS, _SPECIAL, _TEMPLATE)
     rng = random.Random(seed)
     pool = [f"img{k}.png" for k in range(16)]
     for k, name in enumerate(pool):

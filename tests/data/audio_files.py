@@ -9,6 +9,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from mimo_runtime.data.demo_data import save_word_tokenizer
+
 from tests.data.llava_files import WORDS, write_image
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<image>", "<audio>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>",
@@ -20,15 +22,7 @@ EXTRACTOR = dict(feature_size=16, sampling_rate=RATE, hop_length=500, chunk_leng
 
 
 def write_tokenizer(directory: str) -> str:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(SPECIAL + WORDS)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", additional_special_tokens=SPECIAL[3:])
-    fast.chat_template = TEMPLATE
-    fast.save_pretrained(directory)
+    save_word_tokenizer(directory, SPECIAL + WORDS, SPECIAL, TEMPLATE)
     return directory
 
 
