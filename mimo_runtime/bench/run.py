@@ -62,7 +62,7 @@ def run_all(quick: bool = False, sections=SECTIONS, log: Callable[[str], None] =
         out.update(plan_16k_s=plan["plan_16k_s"], simulate_p64_m1024_s=sim["simulate_p64_m1024_s"])
         details["scale"] = {**plan, **sim, **scale.autoplan_16k()}
     if "balance" in sections:
-        from mimo_runtime.bench.balance import balance_load
+        from mimo_runtime.bench.balance import balance_load, balance_step_time
 
         log("data.balance: max/mean load per replica and microbatch on a skewed image-count distribution")
         bal = balance_load()
@@ -70,7 +70,11 @@ def run_all(quick: bool = False, sections=SECTIONS, log: Callable[[str], None] =
                    balance_images_max_over_mean_before=round(bal["balance_images_max_over_mean"]["before"], 3),
                    balance_language_max_over_mean_after=round(bal["balance_language_max_over_mean"]["after"], 3),
                    balance_language_max_over_mean_before=round(bal["balance_language_max_over_mean"]["before"], 3))
-        details["balance"] = bal
+        log("data.balance: step time balanced vs unbalanced, padded and packed (4 ranks, a tiny HF LLaVA)")
+        steps = balance_step_time(reps=3 if quick else 8)
+        out.update(balance_step_time_ratio_padded=steps["padded"]["balance_step_time_ratio"],
+                   balance_step_time_ratio_packed=steps["packed"]["balance_step_time_ratio"])
+        details["balance"] = {**bal, "step_time": steps}
     out["goals"] = {k: {"goal": f"{op} {g:g}", "value": out.get(k), "met": _met(op, out.get(k), g)}
                     for k, (op, g) in GOALS.items() if k in out}
     out["details"] = details

@@ -1,7 +1,7 @@
 """LLaVA conversations -> token ids through an HF tokenizer's chat template.
 
-Each `<image>` placeholder becomes `rows` copies of the model's image id (one per row the vision
-encoder produces); the loss covers exactly the assistant turns as the template renders them (its
+Each `<image>` (`<audio>`) placeholder becomes as many copies of the model's image (audio) id as
+its encoder produces rows; the loss covers exactly the assistant turns as the template renders them (its
 end-of-turn markup included, so the model learns to stop). Assistant spans are found by rendering
 the conversation prefix by prefix (`add_generation_prompt` before each assistant turn), then mapped
 to tokens through the fast tokenizer's character offsets, so any template that renders a
@@ -17,10 +17,12 @@ from mimo_runtime.data.records import DataError
 
 ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 IMAGE = "<image>"
+AUDIO = "<audio>"
 
 
-def load_tokenizer(path: str, image_id: Optional[int]):
-    """The HF tokenizer in directory `path`; its `<image>` token must be the model's image id."""
+def load_tokenizer(path: str, image_id: Optional[int], audio_id: Optional[int] = None):
+    """The HF tokenizer in directory `path`; its `<image>` (`<audio>`) token must be the model's image
+    (audio) placeholder id."""
     from transformers import AutoTokenizer
 
     try:
@@ -33,11 +35,11 @@ def load_tokenizer(path: str, image_id: Optional[int]):
     if not tok.chat_template:
         raise DataError(path, 0, "the tokenizer has no chat template (chat_template in tokenizer_config.json "
                                  "or chat_template.jinja)")
-    if image_id is not None:
-        got = tok.convert_tokens_to_ids(IMAGE)
-        if got != image_id:
-            raise DataError(path, 0, f"the tokenizer's {IMAGE} token has id {got}; the model's image placeholder "
-                                     f"id is {image_id} (add {IMAGE} as a special token with that id)")
+    for token, want, what in ((IMAGE, image_id, "image"), (AUDIO, audio_id, "audio")):
+        got = tok.convert_tokens_to_ids(token) if want is not None else want
+        if got != want:
+            raise DataError(path, 0, f"the tokenizer's {token} token has id {got}; the model's {what} placeholder "
+                                     f"id is {want} (add {token} as a special token with that id)")
     return tok
 
 
@@ -65,8 +67,9 @@ def messages(record: dict) -> List[Dict[str, str]]:
     return out
 
 
-def encode(tok, msgs: Sequence[Dict[str, str]], image_id: Optional[int], rows: int) -> Tuple[List[int], List[int]]:
-    """(token ids with each image expanded to `rows` ids, 1 where the token belongs to an assistant turn)."""
+def encode(tok, msgs: Sequence[Dict[str, str]], rows: Dict[int, int]) -> Tuple[List[int], List[int]]:
+    """(token ids with each placeholder id p expanded to rows[p] ids, 1 where the token belongs to an
+    assistant turn)."""
     def render(m, prompt=False) -> str:
         return tok.apply_chat_template(list(m), tokenize=False, add_generation_prompt=prompt) if m else ""
 
@@ -84,9 +87,9 @@ def encode(tok, msgs: Sequence[Dict[str, str]], image_id: Optional[int], rows: i
     ids, assistant = [], []
     for t, (start, _) in zip(enc["input_ids"], enc["offset_mapping"]):
         flag = int(any(a <= start < b for a, b in spans))
-        if image_id is not None and t == image_id:
-            ids += [image_id] * rows
-            assistant += [0] * rows
+        if t in rows:
+            ids += [t] * rows[t]
+            assistant += [0] * rows[t]
         else:
             ids.append(t)
             assistant.append(flag)
@@ -103,7 +106,7 @@ def sample_tokens(ids: List[int], assistant: List[int], seq_length: int, pad: in
             "loss_mask": torch.tensor(mask, dtype=torch.float32), "position_ids": torch.arange(n)}
 
 
-def last_image_end(ids: List[int], image_id: Optional[int]) -> int:
-    """Tokens through the last image row: truncation may not cut an image's rows."""
-    hits = [p for p, t in enumerate(ids) if image_id is not None and t == image_id]
+def last_item_end(ids: List[int], placeholders: Dict[int, int]) -> int:
+    """Tokens through the last image or audio row: truncation may not cut an item's rows."""
+    hits = [p for p, t in enumerate(ids) if t in placeholders]
     return hits[-1] + 1 if hits else 0

@@ -11,7 +11,7 @@ reused while its manifest matches what would be written.
 import json
 import os
 import shutil
-from typing import Dict
+from typing import Dict, Sequence
 
 DEFAULT_DIR = "runs/demo-data"
 PRESET = "tiny-vlm"
@@ -93,12 +93,20 @@ def write_records(path: str, split: str, seed: int, size: int) -> None:
 def write_tokenizer(directory: str) -> None:
     """A word-level `tokenizers` model as a PreTrainedTokenizerFast with a chat template; `<image>` has the
     model's image placeholder id (3) and the vocabulary fits tiny-vlm's 64."""
+    save_word_tokenizer(directory, SPECIAL + WORDS, SPECIAL, TEMPLATE)
+
+
+def save_word_tokenizer(directory: str, tokens: Sequence[str], special: Sequence[str], template: str) -> None:
+    """An HF tokenizer directory over whitespace-separated words: token k of `tokens` has id k, the
+    `special` ones are special tokens (`<pad>`, `<s>`, `</s>`, `<unk>` among them), `template` is its
+    chat template. The demo, the balance bench and the tests write their tokenizers with it."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(SPECIAL + WORDS)}, unk_token="<unk>"))
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", additional_special_tokens=SPECIAL[3:])
-    fast.chat_template = TEMPLATE
+                                   unk_token="<unk>",
+                                   additional_special_tokens=[t for t in special if t not in ("<pad>", "<s>", "</s>")])
+    fast.chat_template = template
     fast.save_pretrained(directory)

@@ -15,9 +15,14 @@ PROCESSOR_FILE = "preprocessor_config.json"
 
 
 def load_processor(directory: str):
-    """The directory's HF image processor, or None when it has no preprocessor_config.json."""
-    if not os.path.isfile(os.path.join(directory, PROCESSOR_FILE)):
+    """The directory's HF image processor, or None when it has no preprocessor_config.json (or one of an
+    audio feature extractor: data/audio_files.py reads that)."""
+    path = os.path.join(directory, PROCESSOR_FILE)
+    if not os.path.isfile(path):
         return None
+    with open(path, encoding="utf-8") as f:
+        if "WhisperFeatureExtractor" in f.read():
+            return None
     from transformers import AutoImageProcessor
 
     return AutoImageProcessor.from_pretrained(directory, local_files_only=True)

@@ -1,8 +1,9 @@
 """`data: {format: llava}`: LLaVA records on disk as the feeder's placement-aware dataset.
 
-Every rank holds the index (per-sample image counts, token and loss-token counts: data/index.py)
+Every rank holds the index (per-sample image and audio counts, token and loss-token counts: data/index.py)
 and reads only what it uses: language ranks read their records' conversations and tokenize them
-(transformers is imported there, on first use), encoder ranks decode their records' images. Samples
+(transformers is imported there, on first use), encoder ranks decode their records' images, or read
+their records' audio files into the Whisper feature extractor's log-mel features (data/audio_files.py). Samples
 keep their own lengths; the feeder pads each microbatch to its longest or packs it.
 """
 
@@ -13,20 +14,22 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from mimo_runtime.data.audio_files import load_feature_extractor, load_features
 from mimo_runtime.data.chat import encode, load_tokenizer, messages, sample_tokens
 from mimo_runtime.data.images import load_pixels, load_processor
 from mimo_runtime.data.index import Entry, Facts, Index, load_index
 from mimo_runtime.data.records import DataError, read_record
 from mimo_runtime.errors import TopologyError
-from mimo_runtime.model.inputs import ENCODER_INPUTS, IMAGE_SHAPE, SPECIAL_TOKEN_IDS
+from mimo_runtime.model.inputs import AUDIO_SHAPE, ENCODER_INPUTS, IMAGE_SHAPE, SPECIAL_TOKEN_IDS
 from mimo_runtime.topology.data import hf_directory
 from mimo_runtime.topology.presets import PRESETS
 from mimo_runtime.topology.schema import Topology
 
 IMAGES = "images"
+AUDIO = "audio"
 WORKER_TIMEOUT_S = 600.0  # a worker that loads nothing for this long is stuck, not slow
 _LIVE: Dict[int, "LlavaDataset"] = {}  # worker processes find their dataset here (inherited by fork)
-READS: Counter = Counter()  # what this process read (records tokenized, images decoded): tests and logs
+READS: Counter = Counter()  # what this process read (records tokenized, images decoded, clips): tests and logs
 
 
 def split_files(topology: Topology, split: str):
@@ -49,7 +52,17 @@ def source_facts(topology: Topology, image_root: str) -> Facts:
     """What a records file's counts depend on besides the file (energon.py passes its directory as the root)."""
     data = topology.data
     length, rows, image_id, shape = model_facts(topology)
-    return Facts(data.tokenizer, image_root, data.seq_length or length, rows, image_id, shape, data.on_error)
+    audio_rows, audio_id, audio_shape = audio_facts(topology)
+    return Facts(data.tokenizer, image_root, data.seq_length or length, rows, image_id, shape, data.on_error,
+                 data.audio_root or image_root, audio_rows, audio_id, audio_shape,
+                 (data.feature_extractor or data.tokenizer) if audio_rows else "")
+
+
+def audio_facts(topology: Topology) -> Tuple[int, Optional[int], Tuple[int, ...]]:
+    """(rows per clip, audio placeholder id, (mel bins, frames)) of the topology's audio encoder; a
+    preset's (topology/data.py admits audio with preset models only)."""
+    enc = PRESETS[topology.model].encoders.get(AUDIO) if isinstance(topology.model, str) else None
+    return (enc.tokens_per_item, SPECIAL_TOKEN_IDS[AUDIO], AUDIO_SHAPE) if enc else (0, None, ())
 
 
 def model_facts(topology: Topology) -> Tuple[int, int, Optional[int], Tuple[int, int, int]]:
@@ -98,10 +111,11 @@ class LlavaDataset:
         self.index, self.facts, self.inputs = index, facts, inputs
         self.path = index.path
         self.seq_length = facts.seq_length
-        self.modalities = [IMAGES] if facts.rows else []
+        self.modalities = [IMAGES] * bool(facts.rows) + [AUDIO] * bool(facts.audio_rows)
         self.workers = workers
         self._tok = None
         self._processor = None
+        self._extractor = None
         self._pool = None
         self._pending: Dict[tuple, object] = {}  # (what, ids, extra) -> the workers' async result
 
@@ -110,16 +124,18 @@ class LlavaDataset:
 
     def num_items(self, i: int, name: str) -> int:
         self._check_modality(name)
-        return len(self.index.entries[i].images)
+        e = self.index.entries[i]
+        return len(e.images if name == IMAGES else e.audio)
 
     def tokens(self, i: int) -> Dict[str, torch.Tensor]:
         """input_ids, labels, loss_mask, position_ids of sample i: its own length, at most seq_length."""
         if self._tok is None:
-            self._tok = load_tokenizer(self.facts.tokenizer, self.facts.image_id)
+            self._tok = load_tokenizer(self.facts.tokenizer, self.facts.image_id,
+                                       self.facts.audio_id if self.facts.audio_rows else None)
         e = self.index.entries[i]
         try:
             msgs = messages(self._record(e))
-            ids, assistant = encode(self._tok, msgs, self.facts.image_id, self.facts.rows)
+            ids, assistant = encode(self._tok, msgs, self.facts.placeholders)
         except ValueError as err:  # the file changed since it was indexed
             raise DataError(self.path, e.line, str(err)) from None
         READS["records"] += 1
@@ -127,8 +143,11 @@ class LlavaDataset:
         return sample_tokens(ids, assistant, self.seq_length, pad)
 
     def modality(self, i: int, name: str) -> Dict[str, Dict[str, torch.Tensor]]:
-        """{encoder key: {input name: (images, C, H, W)}} of sample i (0 images: a first dimension of 0)."""
+        """{encoder key: {input name: (images, C, H, W)}} of sample i (0 images: a first dimension of 0);
+        for audio (clips, mel bins, frames)."""
         self._check_modality(name)
+        if name == AUDIO:
+            return self._audio(i)
         if self._processor is None:
             self._processor = load_processor(self.facts.tokenizer) or False
         e = self.index.entries[i]
@@ -152,6 +171,21 @@ class LlavaDataset:
             except Exception as err:  # PIL's several error types: the image changed since it was indexed
                 raise DataError(self.path, e.line, f"unreadable image {path}: {err}") from None
         return out
+
+    def _audio(self, i: int) -> Dict[str, Dict[str, torch.Tensor]]:
+        if self._extractor is None:
+            self._extractor = load_feature_extractor(self.facts.feature_extractor)
+        e = self.index.entries[i]
+        feats = []
+        for name in e.audio:
+            path = os.path.join(self.facts.audio_root, name)
+            try:
+                feats.append(torch.from_numpy(load_features(path, self._extractor)))
+            except Exception as err:  # wave's and numpy's several error types: the file changed since indexing
+                raise DataError(self.path, e.line, f"unreadable audio {path}: {err}") from None
+        READS["audio"] += len(feats)
+        key, field = ENCODER_INPUTS[AUDIO]
+        return {key: {field: torch.stack(feats) if feats else torch.zeros((0, *self.facts.audio_shape))}}
 
     # ---- batches: in `workers` forked processes when data.workers > 0, prefetched one microbatch ahead ----
     def tokens_batch(self, ids: Sequence[int]) -> List[Dict[str, torch.Tensor]]:
@@ -189,7 +223,7 @@ class LlavaDataset:
     def cost(self, i: int) -> tuple:
         """(encoder rows, language tokens) of sample i: the balance cost model (data/balance.py)."""
         e = self.index.entries[i]
-        return (len(e.images) * self.facts.rows, min(e.length, self.seq_length))
+        return (len(e.images) * self.facts.rows + len(e.audio) * self.facts.audio_rows, min(e.length, self.seq_length))
 
     def loss_tokens(self, ids: Sequence[int]) -> int:
         return sum(self.index.entries[i].loss_tokens for i in ids)

@@ -39,8 +39,9 @@ class BlendPart:
 
 @dataclass(frozen=True)
 class DataFiles:
-    format: str = spec("", "llava: JSON or JSONL records {id, image, conversations}; energon: a megatron-energon "
-                           "dataset directory (or metadataset YAML); required unless blend", choices=FORMATS)
+    format: str = spec("", "llava: JSON or JSONL records {id, image, audio, conversations}; energon: a "
+                           "megatron-energon dataset directory (or metadataset YAML); required unless blend",
+                       choices=FORMATS)
     path: str = spec("", "the records file, or the energon dataset; required unless blend")
     image_root: str = spec("", "directory the records' image paths are relative to; default: the file's directory")
     blend: Tuple[BlendPart, ...] = spec((), "a weighted mixture [{weight, format, path, image_root}] instead of "
@@ -51,6 +52,9 @@ class DataFiles:
     seq_length: int = spec(0, "tokens per sample, longer samples are truncated (counted); default the model's",
                            positive=True)
     heldout: Optional[Heldout] = spec(None, "{path, image_root} of held-out records")
+    audio_root: str = spec("", "directory the records' audio (WAV) paths are relative to; default: the image root")
+    feature_extractor: str = spec("", "directory with a WhisperFeatureExtractor's preprocessor_config.json for "
+                                      "audio; default: data.tokenizer")
     packing: bool = spec(False, "pack each microbatch into one THD sequence (sets train.packing)")
     on_error: str = spec("raise", "raise: stop at the first bad record; skip: leave bad records out, counted",
                          choices=("raise", "skip"))
@@ -92,6 +96,7 @@ def parse_data(raw: Any, src: str) -> DataFiles:
                                                    image_root=at(data.heldout.image_root))
     blend = tuple(dataclasses.replace(p, path=at(p.path), image_root=at(p.image_root)) for p in data.blend)
     return dataclasses.replace(data, path=at(data.path), image_root=at(data.image_root),
+                               audio_root=at(data.audio_root), feature_extractor=at(data.feature_extractor),
                                tokenizer=at(data.tokenizer), heldout=heldout, blend=blend)
 
 
@@ -113,10 +118,13 @@ def check_data(topo: Topology) -> Topology:
         raise TopologyError(src, "data.format", f"format: {data.formats[0]} needs a preset model (one of "
                                                 f"{', '.join(sorted(PRESETS))}) or model: {{hf: DIR}}; a model "
                                                 f"factory reads its own data through data: {{factory, args}}")
-    other = sorted(n for n in topo.encoders if n != "images")
+    other = sorted(n for n in topo.encoders if n not in ("images", "audio"))
     if other:
-        raise TopologyError(src, "data.format", f"format: {data.formats[0]} carries images only; the topology has "
-                                                f"encoder '{other[0]}'")
+        raise TopologyError(src, "data.format", f"format: {data.formats[0]} carries images and audio only; the "
+                                                f"topology has encoder '{other[0]}'")
+    if "audio" in topo.encoders and hf:
+        raise TopologyError(src, "data.format", "audio samples need a preset model's audio encoder; an HF "
+                                                "model directory here has a vision tower only")
     longest = _hf_positions(hf) if hf else PRESETS[topo.model].language.seq_length
     if longest and data.seq_length > longest:
         raise TopologyError(src, "data.seq_length", f"{data.seq_length} is longer than the model's "
@@ -129,7 +137,8 @@ def check_data(topo: Topology) -> Topology:
         topo = dataclasses.replace(topo, data=data)
     held = data.heldout and (data.heldout.format or data.format)
     paths = [("path", data.path, data.format), ("tokenizer", data.tokenizer, "dir"),
-             ("heldout.path", data.heldout.path if data.heldout else "", held)]
+             ("heldout.path", data.heldout.path if data.heldout else "", held),
+             ("feature_extractor", data.feature_extractor, "dir")]
     paths += [(f"blend[{k}].path", p.path, p.format) for k, p in enumerate(data.blend)]
     for field, path, kind in paths:
         if path and not _exists(path, kind):

@@ -71,3 +71,24 @@ def test_bench_section_reports_max_over_mean_before_and_after_on_skewed_image_co
     for name in ("balance_images_max_over_mean", "balance_language_max_over_mean"):
         assert report[name]["after"] < report[name]["before"]
         assert report[name]["after"] >= 1.0
+
+
+def test_step_time_bench_sides_differ_only_in_balance_and_packing_and_balancing_evens_its_loads(tmp_path):
+    """The measured part of the bench (bench/balance.py balance_step_time) on its own data, without
+    processes: its dataset indexes cleanly on the HF model, and its steps' loads even out."""
+    import dataclasses
+
+    from mimo_runtime.bench.balance import SIDES, step_loads, step_topologies, write_step_bench
+    from mimo_runtime.data.llava import index_topology
+
+    topologies = step_topologies(write_step_bench(str(tmp_path), samples=64))
+    assert [(t.data.packing, t.data.balance) for t in topologies] == SIDES
+    plain = topologies[0]
+    for t in topologies[1:]:
+        assert dataclasses.replace(t.data, packing=False, balance=False) == plain.data
+        assert t.modules == plain.modules and t.model == plain.model
+    index = index_topology(plain)["train"]
+    assert {len(e.images) for e in index.entries} >= {0, 1, 4, 8}
+    loads = step_loads(index, plain, 2)
+    for name in ("images", "language"):
+        assert 1.0 <= loads[name]["after"] < loads[name]["before"]
