@@ -19,6 +19,7 @@ from mimo_runtime.train.feed import Feeder
 from mimo_runtime.train.mimo_compute import MimoCompute
 from mimo_runtime.train.nonfinite import first_nonfinite, inject_nan, nan_from_env, nonfinite_error
 from mimo_runtime.train.controls import prepare_modules
+from mimo_runtime.train.device import run_device
 from mimo_runtime.train.lr_schedule import learning_rates
 from mimo_runtime.train.optim import (build_optimizers, global_loss, global_norm_and_loss, set_learning_rates,
                                       step_optimizers)
@@ -42,7 +43,10 @@ class Runtime:
         self.plan = plan_for(topology, cfg)
         self.role = self.plan.role(self.rank)
         self.groups = build_module_groups(self.plan, cfg.timeout_s)
-        self.model = build_model(self.plan, self.groups, self.rank, cfg.seed)
+        self.device = run_device(cfg.device)
+        # TE's layers only where the model is on CUDA (model/specs.py); CPU keeps the portable spec
+        self.model = build_model(self.plan, self.groups, self.rank, cfg.seed,
+                                 "auto" if self.device.type == "cuda" else "portable", device=self.device)
         self.frozen_all = prepare_modules(self.model, self.plan, self.rank)  # freeze, pretrained, precision
         self.optimizers = build_optimizers(self.model, self.plan, self.rank)
         # the topology's data (data/factory.py); None when only the caller's batches feed it (mimo_runtime.api)
