@@ -38,8 +38,10 @@ class Runtime:
     """
 
     def __init__(self, topology: TopologyLike, *, seed: Optional[int] = None, colocated: bool = False,
-                 schedule: Optional[str] = None, timeout_s: Optional[float] = None):
+                 schedule: Optional[str] = None, timeout_s: Optional[float] = None, device: Optional[str] = None):
         import torch.distributed as dist
+
+        from mimo_runtime.train.device import resolve_device, resolve_grad_reducer
 
         from mimo_runtime.launch.spawn import init_distributed
         from mimo_runtime.train.config import RunConfig
@@ -48,15 +50,19 @@ class Runtime:
         self.topology = _topology(topology)
         t = self.topology.train
         timeout_s = timeout_s or t.timeout_s
+        # device: auto | cpu | cuda (default train.device); on CUDA this rank's GPU is LOCAL_RANK's
+        run_device = resolve_device(device or t.device, "device" if device else None, self.topology.source)
         if not dist.is_initialized():
-            init_distributed(timeout_s)
+            init_distributed(timeout_s, run_device)
         self.world_size = dist.get_world_size()
         if not colocated and self.world_size != self.topology.world_size:
             raise ValueError(f"{self.topology.source} needs {self.topology.world_size} ranks but the process group "
                              f"has {self.world_size} (pass colocated=True to run every module on all ranks)")
         cfg = RunConfig(steps=t.steps, seed=t.seed if seed is None else seed, colocated=colocated,
                         nproc=self.world_size, schedule=schedule or t.schedule, timeout_s=timeout_s, progress=False,
-                        frozen_lead=0)  # the caller hands in each step's batch: nothing to compute ahead
+                        frozen_lead=0,  # the caller hands in each step's batch: nothing to compute ahead
+                        device=run_device,
+                        grad_reducer=resolve_grad_reducer(t.grad_reducer, run_device, self.topology.source))
         self._rt = RankRuntime(self.topology, cfg)
         rt = self._rt
         self.rank, self.plan, self.role, self.groups = rt.rank, rt.plan, rt.role, rt.groups
