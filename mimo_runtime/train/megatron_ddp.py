@@ -108,7 +108,8 @@ class MegatronGrads:
             self.ddp[name], self.pgs[name] = ddp, pgs
             self.optimizers[name] = get_megatron_optimizer(optimizer_config(opt, grad_clip), [ddp], pg_collection=pgs,
                                                            use_gloo_process_groups=False)
-        self.views = {name: TorchView(model, name, self.optimizers[name], groups[name].pgs.dp_cp)
+        self.views = {name: TorchView([p for p in module_parameters(model, name) if p.requires_grad],
+                                      self.optimizers[name], groups[name].pgs.dp_cp, name)
                       for name in self.optimizers}
 
     def reduce_grads(self, module: str) -> None:
@@ -178,9 +179,8 @@ class TorchView:
     `gather_state` before a save and handed back by `scatter_state` after a load (collectives over
     the module's dp_cp group, in parameter order on every rank)."""
 
-    def __init__(self, model, name: str, optimizer, dp_cp_group):
+    def __init__(self, params: List[torch.nn.Parameter], optimizer, dp_cp_group, name: str):
         self.optimizer, self.group = optimizer, dp_cp_group
-        params = [p for p in module_parameters(model, name) if p.requires_grad]
         self.param_groups = [{"params": params, "lr": optimizer.param_groups[0]["lr"], "module": name}]
         self.state: Dict[torch.nn.Parameter, Dict[str, torch.Tensor]] = {}
 
