@@ -236,7 +236,6 @@ def hf_config_model(args, ctx):
 
 
 def part_b(out: Partial, dry_run: bool) -> None:
-    import torch
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     d = llava_dims(dry_run)
@@ -247,7 +246,9 @@ def part_b(out: Partial, dry_run: bool) -> None:
     tokens_per_image = (d["vision"]["image_size"] // d["vision"]["patch_size"]) ** 2
     batch = _llava_batch(d, image_token, tokens_per_image)
     flops = _llava_flops(d, tokens_per_image)
-    peak = None if dry_run else _peak_tflops()
+    from mimo_runtime.train.metrics import device_peak_tflops
+
+    peak = None if dry_run else device_peak_tflops()
     out["model"] = {"vision": d["vision"], "text": d["text"], "batch": d["batch"], "seq": d["seq"],
                     "step_flops": flops, "peak_tflops": peak}
     with tempfile.TemporaryDirectory() as hf_dir:
@@ -287,12 +288,6 @@ def _llava_flops(d: dict, tokens_per_image: int) -> int:
     enc = encoder_step_flops(LayerDims(v["hidden_size"], v["num_attention_heads"], v["intermediate_size"]),
                              v["num_hidden_layers"], t["hidden_size"], d["batch"], tokens_per_image + 1, False)
     return lang + enc
-
-
-def _peak_tflops():
-    from mimo_runtime.train.metrics import device_peak_tflops
-
-    return device_peak_tflops()
 
 
 def _rates(step_s: list, d: dict, flops: int, peak) -> dict:
@@ -347,7 +342,8 @@ def _time_hf(config, d: dict, batch: list, dry_run: bool) -> list:
     from transformers import LlavaForConditionalGeneration
 
     device = torch.device("cpu" if dry_run else "cuda")
-    model = LlavaForConditionalGeneration(config).to(device).train()  # fp32 weights, as ours
+    with device:  # initialized where it trains (fp32 weights, as ours)
+        model = LlavaForConditionalGeneration(config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1.0e-5)
     ids = torch.stack([s["input_ids"] for s in batch]).to(device)
     labels = torch.where(torch.stack([s["loss_mask"] for s in batch]).roll(1, 1) > 0, ids, -100).to(device)
