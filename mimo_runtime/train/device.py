@@ -48,8 +48,16 @@ def _error(flag: Optional[str], source: str, message: str):
     return ArgumentError(flag, message) if flag else TopologyError(source, "train.device", message)
 
 
+def _gpus(module) -> float:
+    return float((module.resources or {}).get("GPU", 0))
+
+
 def topology_wants_gpus(topology) -> bool:
-    return any(float((m.resources or {}).get("GPU", 0)) > 0 for m in topology.modules.values())
+    return any(_gpus(m) > 0 for m in topology.modules.values())
+
+
+def all_modules_want_gpus(topology) -> bool:
+    return all(_gpus(m) > 0 for m in topology.modules.values())
 
 
 def backend_for(device: str) -> str:

@@ -70,6 +70,17 @@ def test_under_ray_auto_follows_the_topologys_gpu_resources(monkeypatch):
     assert device_mod.topology_wants_gpus(topo) and not device_mod.topology_wants_gpus(load_topology(TOPOLOGY))
 
 
+def test_cuda_under_ray_needs_a_gpu_bundle_for_every_module():
+    half = ["modules.language.resources={GPU: 1}"]
+    args = build_parser().parse_args(["train", TOPOLOGY, "--ray", "--device", "cuda"])
+    with pytest.raises(ArgumentError, match=r"^--device: cuda under Ray needs a GPU per rank: give modules \['images'\]"):
+        run_config(args, load_topology(TOPOLOGY, half))
+    both = half + ["modules.images.resources={GPU: 1}"]
+    assert run_config(args, load_topology(TOPOLOGY, both)).device == "cuda"
+    auto = build_parser().parse_args(["train", TOPOLOGY, "--ray"])
+    assert run_config(auto, load_topology(TOPOLOGY)).device == "cpu"
+
+
 def test_run_config_carries_the_resolved_device_and_reducer(monkeypatch):
     monkeypatch.setattr(device_mod, "cuda_available", lambda: False)
     args = build_parser().parse_args(["train", TOPOLOGY])

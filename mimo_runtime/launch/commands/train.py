@@ -73,11 +73,17 @@ def run_config(args, topology):
 
 
 def _device(args, topology) -> str:
-    from mimo_runtime.train.device import resolve_device, topology_wants_gpus
+    from mimo_runtime.train.device import all_modules_want_gpus, resolve_device, topology_wants_gpus
 
     requested = args.device or topology.train.device
     flag = "--device" if args.device else None
-    return resolve_device(requested, flag, topology.source, topology_wants_gpus(topology) if args.ray else None)
+    device = resolve_device(requested, flag, topology.source, topology_wants_gpus(topology) if args.ray else None)
+    if args.ray and device == "cuda" and not all_modules_want_gpus(topology):
+        # Ray hides the GPUs an actor did not reserve; one without a GPU bundle would see none (or all)
+        lacking = [n for n, m in topology.modules.items() if not m.resources or not m.resources.get("GPU")]
+        raise ArgumentError(flag or "--device", f"cuda under Ray needs a GPU per rank: give modules {lacking} "
+                                                f"resources: {{GPU: 1}} (docs/launching.md#gpu-runs)")
+    return device
 
 
 def _product_options(args) -> dict:
