@@ -38,8 +38,10 @@ class Runtime:
     """
 
     def __init__(self, topology: TopologyLike, *, seed: Optional[int] = None, colocated: bool = False,
-                 schedule: Optional[str] = None, timeout_s: Optional[float] = None):
+                 schedule: Optional[str] = None, timeout_s: Optional[float] = None, device: Optional[str] = None):
         import torch.distributed as dist
+
+        from mimo_runtime.train.device import resolve_device, resolve_grad_reducer
 
         from mimo_runtime.launch.spawn import init_distributed
         from mimo_runtime.train.config import RunConfig
@@ -48,15 +50,22 @@ class Runtime:
         self.topology = _topology(topology)
         t = self.topology.train
         timeout_s = timeout_s or t.timeout_s
+        # device: auto | cpu | cuda (default train.device); on CUDA this rank's GPU is LOCAL_RANK's
+        if device is None and dist.is_initialized():  # joined by `launch`, torchrun or Ray: their device
+            run_device = "cuda" if "nccl" in str(dist.get_backend()) else "cpu"
+        else:
+            run_device = resolve_device(device or t.device, "device" if device else None, self.topology.source)
         if not dist.is_initialized():
-            init_distributed(timeout_s)
+            init_distributed(timeout_s, run_device)
         self.world_size = dist.get_world_size()
         if not colocated and self.world_size != self.topology.world_size:
             raise ValueError(f"{self.topology.source} needs {self.topology.world_size} ranks but the process group "
                              f"has {self.world_size} (pass colocated=True to run every module on all ranks)")
         cfg = RunConfig(steps=t.steps, seed=t.seed if seed is None else seed, colocated=colocated,
                         nproc=self.world_size, schedule=schedule or t.schedule, timeout_s=timeout_s, progress=False,
-                        frozen_lead=0)  # the caller hands in each step's batch: nothing to compute ahead
+                        frozen_lead=0,  # the caller hands in each step's batch: nothing to compute ahead
+                        device=run_device,
+                        grad_reducer=resolve_grad_reducer(t.grad_reducer, run_device, self.topology.source))
         self._rt = RankRuntime(self.topology, cfg)
         rt = self._rt
         self.rank, self.plan, self.role, self.groups = rt.rank, rt.plan, rt.role, rt.groups
@@ -127,7 +136,7 @@ class Runtime:
 def launch(topology: TopologyLike, fn: Optional[Callable] = None, args: Sequence[Any] = (), *,
            steps: Optional[int] = None, seed: Optional[int] = None, colocated: bool = False,
            nproc: Optional[int] = None, metrics_path: Optional[str] = None, ray: bool = False,
-           address: Optional[str] = None, timeout_s: float = 24 * 3600.0) -> List[Any]:
+           address: Optional[str] = None, timeout_s: float = 24 * 3600.0, device: Optional[str] = None) -> List[Any]:
     """Start the ranks of `topology` (local processes, or Ray actors with ray=True) and return
     one result per rank, in rank order.
 
@@ -135,10 +144,12 @@ def launch(topology: TopologyLike, fn: Optional[Callable] = None, args: Sequence
     args must pickle: a module-level function, and `if __name__ == "__main__":` around the call
     in a script); its return values come back. Without fn, the built-in loop trains `steps`
     steps (default train.steps) like `mimo-run train`; each rank's RankResult comes back
-    (rank 0's `.metrics` holds the per-step records).
+    (rank 0's `.metrics` holds the per-step records). device: auto | cpu | cuda (default
+    train.device), as `mimo-run train --device`.
     """
     from mimo_runtime.launch.local import describe_ranks
     from mimo_runtime.train.config import RunConfig
+    from mimo_runtime.train.device import resolve_device, resolve_grad_reducer, topology_wants_gpus
 
     topo = _topology(topology)
     preflight(topo, needs_data=fn is None)
@@ -146,9 +157,12 @@ def launch(topology: TopologyLike, fn: Optional[Callable] = None, args: Sequence
     world = nproc or (1 if colocated else topo.world_size)
     if not colocated and world != topo.world_size:
         raise ValueError(f"nproc={world} but {topo.source} needs {topo.world_size} ranks (or pass colocated=True)")
+    run_device = resolve_device(device or t.device, "device" if device else None, topo.source,
+                                topology_wants_gpus(topo) if ray else None)
     cfg = RunConfig(steps=steps or t.steps, seed=t.seed if seed is None else seed, colocated=colocated,
                     nproc=world, schedule=t.schedule, metrics_path=metrics_path, timeout_s=t.timeout_s,
-                    progress=fn is None)
+                    progress=fn is None, device=run_device,
+                    grad_reducer=resolve_grad_reducer(t.grad_reducer, run_device, topo.source))
     if fn is None and ray:
         from mimo_runtime.launch.ray import launch_ray
 
@@ -162,11 +176,11 @@ def launch(topology: TopologyLike, fn: Optional[Callable] = None, args: Sequence
         from mimo_runtime.train.runtime import plan_for
 
         return run_job(_call, lambda attempt: (fn, tuple(args)), topo, plan_for(topo, cfg), describe_ranks(topo, cfg),
-                       cfg.timeout_s, address, job_timeout_s=timeout_s).results
+                       cfg.timeout_s, address, job_timeout_s=timeout_s, device=run_device).results
     from mimo_runtime.launch.spawn import spawn
 
     return spawn(_call, world, args=(fn, tuple(args)), timeout_s=timeout_s, describe=describe_ranks(topo, cfg),
-                 collective_timeout_s=cfg.timeout_s)
+                 collective_timeout_s=cfg.timeout_s, device=run_device)
 
 
 def _call(rank: int, world_size: int, fn: Callable, args: Sequence[Any]) -> Any:

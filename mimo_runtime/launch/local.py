@@ -20,4 +20,5 @@ def describe_ranks(topology: Topology, cfg: RunConfig):
 
 def launch_local(topology: Topology, cfg: RunConfig, timeout_s: float = 24 * 3600.0) -> List[RankResult]:
     return spawn(train_rank, cfg.nproc, args=(topology, cfg), timeout_s=timeout_s,
-                 describe=describe_ranks(topology, cfg), collective_timeout_s=cfg.timeout_s)
+                 describe=describe_ranks(topology, cfg), collective_timeout_s=cfg.timeout_s,
+                 device=cfg.device)

@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import timedelta
 from typing import Any, Callable, List, Optional, Sequence
 
 import torch.multiprocessing as mp
@@ -52,10 +51,13 @@ def init_rank_env(rank: int, world_size: int, port: int) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 
 
-def init_distributed(timeout_s: float, backend: str = "gloo") -> None:
-    """Join the process group from RANK/WORLD_SIZE/MASTER_* (set by us, torchrun or the Ray launcher)."""
+def init_distributed(timeout_s: float, device: str = "cpu", gpu: Optional[int] = None) -> None:
+    """Join the process group from RANK/WORLD_SIZE/MASTER_* (set by us, torchrun or the Ray launcher);
+    on `device` "cuda" over NCCL on GPU `gpu` (default LOCAL_RANK), train/device.py."""
     import torch
     import torch.distributed as dist
+
+    from mimo_runtime.train.device import init_process_group
 
     torch.set_num_threads(1)
     from mimo_runtime.launch.cli import quiet_library_warnings
@@ -64,8 +66,7 @@ def init_distributed(timeout_s: float, backend: str = "gloo") -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
-                                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+        init_process_group(timeout_s, device, gpu)
 
 
 PRELOAD = ["mimo_runtime.launch.preload"]  # what the fork server imports once (torch, megatron-core, the runtime)
@@ -82,7 +83,7 @@ def _context():
 
 
 def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, result_dir: str,
-            timeout_s: float, env: Optional[dict] = None, cwd: Optional[str] = None) -> None:
+            timeout_s: float, env: Optional[dict] = None, cwd: Optional[str] = None, device: str = "cpu") -> None:
     if env is not None:  # the caller's, not the fork server's
         os.environ.clear()
         os.environ.update(env)
@@ -91,7 +92,7 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, re
     init_rank_env(rank, world_size, port)
     out = os.path.join(result_dir, f"rank{rank}.pkl")
     try:
-        init_distributed(timeout_s)
+        init_distributed(timeout_s, device)
         result = ("ok", fn(rank, world_size, *args))
         code = 0
     except UserError as e:
@@ -112,8 +113,10 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, re
 
 
 def spawn(fn: Callable, world_size: int, args: Sequence[Any] = (), timeout_s: float = 600.0,
-          describe: Optional[Callable[[int], str]] = None, collective_timeout_s: float = 60.0) -> List[Any]:
-    """Run `fn(rank, world_size, *args)` on `world_size` local processes; returns each rank's result."""
+          describe: Optional[Callable[[int], str]] = None, collective_timeout_s: float = 60.0,
+          device: str = "cpu") -> List[Any]:
+    """Run `fn(rank, world_size, *args)` on `world_size` local processes (on `device` "cuda": rank r on
+    GPU r, over NCCL); returns each rank's result."""
     describe = describe or (lambda r: "rank")
     port = free_port()
     ctx = _context()
@@ -121,7 +124,7 @@ def spawn(fn: Callable, world_size: int, args: Sequence[Any] = (), timeout_s: fl
         procs = []
         for rank in range(world_size):
             p = ctx.Process(target=_worker, args=(rank, world_size, port, fn, tuple(args), result_dir,
-                                                  collective_timeout_s, dict(os.environ), os.getcwd()),
+                                                  collective_timeout_s, dict(os.environ), os.getcwd(), device),
                             daemon=False)
             p.start()
             procs.append(p)

@@ -30,7 +30,7 @@ def run_torchrun_rank(topology, cfg) -> int:
     ifname = gloo_interface(local_ip_towards(os.environ.get("MASTER_ADDR", "127.0.0.1")))
     if ifname:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", ifname)
-    init_distributed(cfg.timeout_s)
+    init_distributed(cfg.timeout_s, cfg.device)  # on CUDA: GPU LOCAL_RANK, NCCL
     try:
         train_rank(rank, world, topology, cfg)
     except UserError:

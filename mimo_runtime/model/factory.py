@@ -121,17 +121,29 @@ def seq_length(config: MimoModelConfig) -> Optional[int]:
 
 
 def build_model(plan: Plan, groups: Mapping[str, Any], rank: int, seed: int, backend: str = "auto",
-                initialize: bool = True):
+                initialize: bool = True, device=None):
     """The MimoModel `rank` holds under `plan`, from the topology's factory, initialized from
     (seed, parameter name) unless `initialize` is false (a meta-device build, model/meta.py),
-    frozen encoders frozen; `groups` from mimo_runtime.groups."""
+    frozen encoders frozen; `groups` from mimo_runtime.groups.
+
+    `device` (a torch.device): the model is built under it as the default device, so megatron's
+    CPU-initialization path (`use_cpu_initialization`, which needs no CUDA RNG tracker) allocates
+    there; whatever a layer places on CPU explicitly (TE's wrappers under that flag) moves after.
+    The keyed values are drawn on CPU either way (model/init.py)."""
+    from contextlib import nullcontext
+
+    import torch
+
     from mimo_runtime.model.init import init_parameters
     from mimo_runtime.model.mimo import MimoModel
     from mimo_runtime.model.presets import _check_layer_split, freeze_encoder
 
     ctx = BuildContext(plan, rank, seed, {n: g.pgs for n, g in groups.items()},
                        {n: g.grid for n, g in groups.items()}, backend)
-    model = MimoModel(model_config(ctx), rank=rank)
+    with torch.device(device) if device is not None else nullcontext():
+        model = MimoModel(model_config(ctx), rank=rank)
+    if device is not None:
+        model.to(device)
     _check_layer_split(model)
     if initialize:
         init_parameters(model, seed)

@@ -23,6 +23,7 @@ def build_on_meta(topology: Topology, seed: int = 0):
         dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     plan = colocated_plan(topology, 1)
     groups = build_module_groups(plan, topology.train.timeout_s)
-    with torch.device("meta"):
-        model = build_model(plan, groups, 0, seed, initialize=False)
+    # the same path a CUDA run takes (build_model's `device`): a tensor created on CPU where a device is
+    # given would show up here as a non-meta parameter or buffer (tests/gpu/test_meta_build.py)
+    model = build_model(plan, groups, 0, seed, initialize=False, device=torch.device("meta"))
     return model, plan

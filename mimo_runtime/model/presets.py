@@ -144,12 +144,13 @@ def preset_config(preset: str, parallel: Mapping[str, Tuple[int, int]], pgs: Map
                            tokens_per_item={m: e.tokens_per_item for m, e in dims.encoders.items()})
 
 
-def build_model(plan, groups: Mapping[str, object], rank: int, seed: int, backend: str = "auto") -> MimoModel:
+def build_model(plan, groups: Mapping[str, object], rank: int, seed: int, backend: str = "auto",
+                device=None) -> MimoModel:
     """The MimoModel of `rank` under `plan`, with the groups of `mimo_runtime.groups.build_module_groups(plan, ...)`:
-    its topology's preset or model factory, both through `mimo_runtime.model.factory`."""
+    its topology's preset or model factory, both through `mimo_runtime.model.factory` (on `device`)."""
     from mimo_runtime.model.factory import build_model as build_from_factory
 
-    return build_from_factory(plan, groups, rank, seed, backend)
+    return build_from_factory(plan, groups, rank, seed, backend, device=device)
 
 
 def freeze_encoder(model: MimoModel, name: str) -> None:

@@ -116,6 +116,11 @@ class Train:
     timeout_s: float = spec(120.0, "seconds any rank waits on a collective or a peer", positive=True)
     packing: bool = spec(False, "pack each microbatch's samples into one THD sequence, without their padding")
     skip_nonfinite: bool = spec(False, "skip a step whose loss or gradient norm is not finite (counted) instead of stopping")
+    device: str = spec("auto", "where every rank computes: auto (CUDA when available), cpu or cuda (one GPU per rank)",
+                       choices=("auto", "cpu", "cuda"))
+    grad_reducer: str = spec("auto", "gradient reduction and optimizer: auto (megatron on CUDA, else runtime), runtime "
+                                     "(bucketed all-reduce + torch.optim) or megatron (DDP + distributed optimizer; "
+                                     "needs CUDA)", choices=("auto", "runtime", "megatron"))
 
 
 @dataclass(frozen=True)

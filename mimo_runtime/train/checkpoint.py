@@ -90,9 +90,17 @@ def _write_shards(rt, path: str) -> None:
     from megatron.core.dist_checkpointing.strategies.torch import MCoreSavePlanner
 
     tensors = cs.model_tensors(rt.model)
+    _each_optimizer(rt, "gather_state")  # megatron's distributed optimizer: full tensors (train/megatron_ddp.py)
     state = cs.main_replicas(tensors + cs.optimizer_tensors(tensors, rt.optimizers))
     dcp.save(cs.to_dcp(state, loading=False), storage_writer=dcp.FileSystemWriter(path),
              planner=MCoreSavePlanner(flatten_state_dict=False))
+
+
+def _each_optimizer(rt, method: str) -> None:
+    """Call `method` on every optimizer that has it (the megatron path's TorchView); a no-op for torch.optim."""
+    for opt in rt.optimizers.values():
+        if hasattr(opt, method):
+            getattr(opt, method)()
 
 
 def _gather_scalars(optimizers) -> Dict[str, Dict[str, float]]:
@@ -192,6 +200,7 @@ def load_checkpoint(rt, root: str) -> Optional[Dict]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(path, f"reading the shards failed ({first}): the checkpoint is corrupt") from None
     _restore_rng(path, dist.get_rank())
+    _each_optimizer(rt, "scatter_state")  # the loaded full state -> each rank's slices (megatron path)
     return meta
 
 

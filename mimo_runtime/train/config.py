@@ -15,6 +15,8 @@ class RunConfig:
     metrics_path: Optional[str] = None
     timeout_s: float = 120.0
     progress: bool = True
+    device: str = "cpu"  # "cpu" or "cuda", resolved from --device / train.device by the launcher (train/device.py)
+    grad_reducer: str = "runtime"  # "runtime" (train/grads.py) or "megatron" (train/megatron_ddp.py), resolved
     capture_grads_step: Optional[int] = None  # tests: return every parameter's reduced grad at this step
     eval_forward: bool = False  # tests: also run a forward-only pass over each training batch
     # checkpoints, evaluation, trace (train/checkpoint.py, evaluate.py, trace.py)

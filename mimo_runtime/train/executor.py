@@ -147,8 +147,8 @@ class Executor:
         travels through torch.distributed, which both sides know from its shape.
         """
         known = getattr(self.compute, "p2p_shape", None)
-        if known is None:
-            return None
+        if known is None or getattr(self.compute, "device", torch.device("cpu")).type != "cpu":
+            return None  # GPU tensors travel over NCCL: a host ring would add two copies and a sync
         largest = getattr(self.compute, "p2p_max_shape", lambda name: known(name, 0, 0))
         inbound, outbound = {}, set()
         for name in self.plan.modules_on(self.rank):

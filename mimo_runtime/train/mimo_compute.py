@@ -156,7 +156,7 @@ class MimoCompute:
     def _forward_encoder(self, name: str, step: int, mb: int, inputs) -> torch.Tensor:
         if self.plan.modules[name].coords(self.rank).pp == 0:
             self.model.set_input_tensor(None)
-            raw = {name: self.feeder.modality_inputs(step, mb, name, self.rank)}
+            raw = {name: self._on_device(self.feeder.modality_inputs(step, mb, name, self.rank))}
         else:
             self.model.set_input_tensor(inputs)
             raw = None
@@ -165,7 +165,7 @@ class MimoCompute:
 
     def _forward_language(self, step: int, mb: int, inputs, st, chunk: int = 0) -> torch.Tensor:
         m = self.plan.modules[LANG]
-        tokens = self._tokens(LANG, step, mb)
+        tokens = self._on_device(self._tokens(LANG, step, mb))
         self.model.set_input_tensor(inputs)
         out, _ = self.model(input_ids=tokens["input_ids"], position_ids=tokens["position_ids"],
                             attention_mask=None, loss_mask=tokens["loss_mask"], labels=None,
@@ -175,7 +175,7 @@ class MimoCompute:
         return self._loss(out, tokens, st)
 
     def _forward_colocated(self, step: int, mb: int, st) -> torch.Tensor:
-        tokens = self._tokens(LANG, step, mb)
+        tokens = self._on_device(self._tokens(LANG, step, mb))
         relaid = self._relaid_encoders()
 
         def redistribute(embeddings: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -186,9 +186,19 @@ class MimoCompute:
         self.model.set_input_tensor(None)
         logits, _ = self.model(input_ids=tokens["input_ids"], position_ids=tokens["position_ids"],
                                attention_mask=None, loss_mask=tokens["loss_mask"], labels=None,
-                               modality_inputs=self.feeder.all_modality_inputs(step, mb, self.rank),
+                               modality_inputs=self._on_device(self.feeder.all_modality_inputs(step, mb, self.rank)),
                                packing_kwargs=self._packing_kwargs(tokens))
         return self._loss(logits, tokens, st)
+
+    def _on_device(self, batch):
+        """The feeder's CPU tensors on the model's device (the same objects on CPU); nested dicts too."""
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, dict):
+            return {k: self._on_device(v) for k, v in batch.items()}
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self._on_device(v) for v in batch)
+        return batch
 
     def _loss(self, logits, tokens, st) -> torch.Tensor:
         total = self.loss_fn(logits, tokens["labels"], tokens["loss_mask"], self.groups[LANG].pgs.tp)

@@ -4,8 +4,8 @@ under autocast, with fp32 master weights, fp32 gradients and fp32 tensors at mod
 Parameters stay fp32 (autocast casts them per op), so `.grad` is fp32 and the gradient reduction
 over dp_cp, the global norm, clipping and the optimizer step are all fp32 (megatron's "fp32 main
 params and grads"). Outputs are cast back to fp32 so the loss, the bridge and pipeline P2P carry
-fp32 whatever each module computes in; on GPU the same flag would select megatron's Float16Module
-and bf16 communication, which is not what this CPU path measures.
+fp32 whatever each module computes in. CUDA runs take the same path (autocast on the GPU, fp32
+boundaries): bf16 transfers across the bridge and stages are not implemented yet.
 """
 
 import functools

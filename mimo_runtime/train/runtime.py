@@ -19,6 +19,7 @@ from mimo_runtime.train.feed import Feeder
 from mimo_runtime.train.mimo_compute import MimoCompute
 from mimo_runtime.train.nonfinite import first_nonfinite, inject_nan, nan_from_env, nonfinite_error
 from mimo_runtime.train.controls import prepare_modules
+from mimo_runtime.train.device import run_device
 from mimo_runtime.train.lr_schedule import learning_rates
 from mimo_runtime.train.optim import (build_optimizers, global_loss, global_norm_and_loss, set_learning_rates,
                                       step_optimizers)
@@ -44,9 +45,22 @@ class Runtime:
         self.plan = plan_for(topology, cfg)
         self.role = self.plan.role(self.rank)
         self.groups = build_module_groups(self.plan, cfg.timeout_s)
-        self.model = build_model(self.plan, self.groups, self.rank, cfg.seed)
+        self.device = run_device(cfg.device)
+        # TE's layers only where the model is on CUDA (model/specs.py); CPU keeps the portable spec
+        self.model = build_model(self.plan, self.groups, self.rank, cfg.seed,
+                                 "auto" if self.device.type == "cuda" else "portable", device=self.device)
         self.frozen_all = prepare_modules(self.model, self.plan, self.rank)  # freeze, pretrained, precision
-        self.optimizers = build_optimizers(self.model, self.plan, self.rank)
+        # the gradient path (train/device.py resolve_grad_reducer): megatron's DDP + distributed optimizer
+        # (train/megatron_ddp.py, CUDA), else our bucketed all-reduce + torch.optim (train/grads.py, optim.py)
+        self.megatron = None
+        if cfg.grad_reducer == "megatron":
+            from mimo_runtime.train.megatron_ddp import MegatronGrads
+
+            self.megatron = MegatronGrads(self.model, self.plan, self.rank, self.groups, topology.train.grad_clip,
+                                          cfg.timeout_s)
+            self.optimizers = self.megatron.views
+        else:
+            self.optimizers = build_optimizers(self.model, self.plan, self.rank)
         # the topology's data (data/factory.py); None when only the caller's batches feed it (mimo_runtime.api)
         self.dataset = open_dataset(topology, "train", cfg.seed, self.rank, self.model_facts()[1]) \
             if has_data(topology) else None
@@ -72,6 +86,8 @@ class Runtime:
         self.eval_program, self.eval_released = eval_programs[self.rank], program_releases(eval_programs)[self.rank]
         compute = MimoCompute(self.plan, self.groups, self.model, self.rank, self.feeder, masked_token_loss_sum,
                               split_weights=cfg.schedule == "zero_bubble")  # B and W (model/weight_grad.py)
+        if self.megatron is not None:
+            compute.reduce_grads = self.megatron.reduce_grads  # the REDUCE action: DDP's buffers, not .grad
         # `frozen: true` keeps the projection trainable; only an encoder frozen entirely stops gradients
         trainable = {n: n not in self.frozen_all for n in self.plan.modules}
         self.executor = Executor(self.plan, self.rank, compute, cfg.timeout_s, trainable, self._optimizer_step,
@@ -113,7 +129,10 @@ class Runtime:
         loss_sum = st.loss_sum
         if self._nan is not None and self._nan[0] == st.step:
             loss_sum = inject_nan(self.model, self._nan[1], loss_sum)
-        norm, norms, loss = global_norm_and_loss(self.model, self.plan, self.rank, loss_sum)
+        if self.megatron is not None:
+            norm, norms, loss = self.megatron.norm_and_loss(loss_sum)
+        else:
+            norm, norms, loss = global_norm_and_loss(self.model, self.plan, self.rank, loss_sum)
         if self.before_optimizer_step is not None:
             self.before_optimizer_step(st.step)
         self._last = {"loss": loss, "grad_norm": norm, "grad_norm_by_module": norms}
@@ -123,9 +142,14 @@ class Runtime:
                 raise nonfinite_error(st.step + 1, bad[0], bad[1], loss if bad[0] == "loss" else norms[bad[1]])
             self.skipped_steps += 1
             self.model.zero_grad(set_to_none=False)
+            if self.megatron is not None:
+                self.megatron.zero_grad()
         else:
             set_learning_rates(self.optimizers, self.plan, st.step)
-            step_optimizers(self.model, self.optimizers, norm, self.topology.train.grad_clip)
+            if self.megatron is not None:
+                self.megatron.step(norm, self.topology.train.grad_clip)
+            else:
+                step_optimizers(self.model, self.optimizers, norm, self.topology.train.grad_clip)
         self._last["skipped_steps"] = self.skipped_steps
 
     def train_step(self, step: int) -> Dict[str, float]:

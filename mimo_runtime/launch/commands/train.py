@@ -5,6 +5,7 @@ import os
 from mimo_runtime.errors import ArgumentError
 from mimo_runtime.factories import preflight
 from mimo_runtime.launch.cli import add_overrides, positive_int
+from mimo_runtime.train.device import resolve_grad_reducer
 
 
 def add_arguments(p) -> None:
@@ -20,6 +21,9 @@ def add_arguments(p) -> None:
     p.add_argument("--frozen-lead", type=int, default=1, metavar="K",
                    help="encoders that train nothing compute the next step's first K forwards before the "
                         "optimizer barrier (0: off; default 1)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="where every rank computes (default: train.device, auto = CUDA when available; "
+                        "one GPU per rank, NCCL)")
     p.add_argument("--timeout", type=float, metavar="S", help="collective/peer timeout in seconds (default: train.timeout_s)")
     add_overrides(p)
     ck = p.add_argument_group("checkpoints, evaluation, metrics, trace (docs/quickstart.md)")
@@ -55,6 +59,8 @@ def run_config(args, topology):
                                        f"(use --colocated to run the same model on another rank count)")
     if args.frozen_lead < 0:
         raise ArgumentError("--frozen-lead", f"must be >= 0, got {args.frozen_lead}")
+    device = _device(args, topology)
+    grad_reducer = resolve_grad_reducer(t.grad_reducer, device, topology.source)
     options = _product_options(args)
     if args.metrics and not args.resume:
         open(args.metrics, "w").close()  # a resumed run appends its steps
@@ -63,7 +69,21 @@ def run_config(args, topology):
     return RunConfig(steps=args.steps or t.steps, seed=t.seed if args.seed is None else args.seed,
                      colocated=args.colocated, nproc=nproc, schedule=args.schedule or t.schedule,
                      metrics_path=args.metrics, timeout_s=args.timeout or t.timeout_s, frozen_lead=args.frozen_lead,
-                     **options)
+                     device=device, grad_reducer=grad_reducer, **options)
+
+
+def _device(args, topology) -> str:
+    from mimo_runtime.train.device import all_modules_want_gpus, resolve_device, topology_wants_gpus
+
+    requested = args.device or topology.train.device
+    flag = "--device" if args.device else None
+    device = resolve_device(requested, flag, topology.source, topology_wants_gpus(topology) if args.ray else None)
+    if args.ray and device == "cuda" and not all_modules_want_gpus(topology):
+        # Ray hides the GPUs an actor did not reserve; one without a GPU bundle would see none (or all)
+        lacking = [n for n, m in topology.modules.items() if not m.resources or not m.resources.get("GPU")]
+        raise ArgumentError(flag or "--device", f"cuda under Ray needs a GPU per rank: give modules {lacking} "
+                                                f"resources: {{GPU: 1}} (docs/launching.md#gpu-runs)")
+    return device
 
 
 def _product_options(args) -> dict:

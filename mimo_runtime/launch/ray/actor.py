@@ -39,7 +39,7 @@ class RankActor:
             return s.getsockname()[1]
 
     def run(self, master_addr: str, master_port: int, local_rank: int, timeout_s: float, fn: Callable,
-            args: Sequence[Any]) -> Any:
+            args: Sequence[Any], device: str = "cpu") -> Any:
         from mimo_runtime.launch.spawn import init_distributed
 
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
@@ -53,7 +53,8 @@ class RankActor:
         os.environ["GLOO_SOCKET_IFNAME"] = ifname
         print(f"joining the process group at {master_addr}:{master_port} as rank {self.rank}/{self.world_size} "
               f"(local rank {local_rank}, gloo on {ifname})", flush=True)
-        init_distributed(timeout_s)
+        # Ray sets CUDA_VISIBLE_DEVICES to the GPU it assigned this actor: it is always cuda:0 here
+        init_distributed(timeout_s, device, gpu=0)
         result = fn(self.rank, self.world_size, *args)
         import torch.distributed as dist
 

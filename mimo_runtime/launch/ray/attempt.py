@@ -24,8 +24,8 @@ CAUSE_GRACE_S = 15.0  # after a peer error, how long to wait for the rank that c
 
 def run_attempt(fn: Callable, args: Sequence[Any], slots: List[RankSlot], bundles: List[Mapping[str, float]],
                 pgs: list, describe: Callable[[int], str], env: Mapping[str, str], collective_timeout_s: float,
-                job_timeout_s: float, on_progress: Callable[[List[str]], None], out: TextIO = sys.stderr
-                ) -> Tuple[List[Any], Dict[int, dict]]:
+                job_timeout_s: float, on_progress: Callable[[List[str]], None], out: TextIO = sys.stderr,
+                device: str = "cpu") -> Tuple[List[Any], Dict[int, dict]]:
     """Run `fn(rank, world_size, *args)` on one actor per slot; returns (results, placement by rank)."""
     world = len(slots)
     actors = [RankActor.options(
@@ -40,7 +40,7 @@ def run_attempt(fn: Callable, args: Sequence[Any], slots: List[RankSlot], bundle
                       f"{w['node_ip']} pid {w['pid']}\n")
         port = _gather([actors[0].free_port.remote()], describe, where, START_TIMEOUT_S)[0]
         local = _local_ranks(started)
-        refs = [a.run.remote(where[0]["node_ip"], port, local[r], collective_timeout_s, fn, args)
+        refs = [a.run.remote(where[0]["node_ip"], port, local[r], collective_timeout_s, fn, args, device)
                 for r, a in enumerate(actors)]
         results = _watch(refs, actors[0], describe, where, job_timeout_s, on_progress)
         return results, where

@@ -38,7 +38,7 @@ def launch_ray(topology: Topology, cfg, address: Optional[str] = None, max_resta
     sink = MetricsSink(cfg.metrics_path, cfg.steps, out, keep_existing=cfg.resume)
     run = run_job(train_on_actor, lambda attempt: (topology, actor_config(cfg, attempt, out)), topology,
                   plan_for(topology, cfg), describe_ranks(topology, cfg), cfg.timeout_s, address, max_restarts,
-                  placement_timeout_s, job_timeout_s, sink.add_lines, out)
+                  placement_timeout_s, job_timeout_s, sink.add_lines, out, device=cfg.device)
     rank0 = run.results[0]
     sink.add_final(rank0.metrics)
     run.metrics = sink.trajectory()
@@ -52,8 +52,10 @@ def launch_ray(topology: Topology, cfg, address: Optional[str] = None, max_resta
 def run_job(fn: Callable, args_for: Callable[[int], Sequence[Any]], topology: Topology, plan,
             describe: Callable[[int], str], collective_timeout_s: float, address: Optional[str] = None,
             max_restarts: int = 0, placement_timeout_s: float = 60.0, job_timeout_s: float = 24 * 3600.0,
-            on_progress: Callable[[List[str]], None] = lambda lines: None, out: TextIO = sys.stderr) -> RayRun:
-    """Run `fn(rank, world_size, *args_for(attempt))` on one Ray actor per rank of `plan`."""
+            on_progress: Callable[[List[str]], None] = lambda lines: None, out: TextIO = sys.stderr,
+            device: str = "cpu") -> RayRun:
+    """Run `fn(rank, world_size, *args_for(attempt))` on one Ray actor per rank of `plan` (on `device`
+    "cuda" each actor over NCCL on the GPU its bundle got)."""
     from mimo_runtime.launch.ray.connect import connect, prepare_driver_env
     from mimo_runtime.launch.ray.placement import rank_bundle, rank_slots
 
@@ -70,14 +72,14 @@ def run_job(fn: Callable, args_for: Callable[[int], Sequence[Any]], topology: To
     out.write(f"ray: connected to {connect(address, _local_resources(bundles, slots), _local_cpus(bundles, slots))}\n")
     try:
         return _run_attempts(fn, args_for, topology, groups, slots, bundles, describe, collective_timeout_s,
-                             max_restarts, placement_timeout_s, job_timeout_s, on_progress, out)
+                             max_restarts, placement_timeout_s, job_timeout_s, on_progress, out, device)
     finally:
         if owned:
             ray.shutdown()  # flushes the ranks' streamed logs now, before the caller prints its result
 
 
 def _run_attempts(fn, args_for, topology, groups, slots, bundles, describe, collective_timeout_s, max_restarts,
-                  placement_timeout_s, job_timeout_s, on_progress, out) -> RayRun:
+                  placement_timeout_s, job_timeout_s, on_progress, out, device) -> RayRun:
     import ray
     from ray.util.placement_group import remove_placement_group
 
@@ -97,7 +99,7 @@ def _run_attempts(fn, args_for, topology, groups, slots, bundles, describe, coll
             try:
                 results, where = run_attempt(fn, args_for(attempt), slots, bundles, pgs, describe,
                                              actor_env(attempt), collective_timeout_s, job_timeout_s, on_progress,
-                                             out)
+                                             out, device)
                 break
             except RankFailure as e:
                 failures.append(str(e))
