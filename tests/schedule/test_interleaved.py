@@ -273,3 +273,19 @@ def test_interleaved_bubble_follows_megatrons_formula_on_a_chain():
     for pp, v, m in [(2, 2, 8), (4, 2, 8), (4, 4, 16), (8, 2, 16)]:
         result = validate(build_schedule(dag_plan([], pp, language_vpp=v), m, "interleaved_1f1b"))
         assert result.bubble_fraction == pytest.approx((pp - 1) / (v * m + pp - 1)), (pp, v, m)
+
+
+@pytest.mark.parametrize("kind", ["interleaved_1f1b", "zero_bubble"])
+def test_frozen_encoders_compose_with_chunks(kind):
+    # an encoder frozen entirely may be interleaved (forwards only); a frozen one (projection trains) runs vpp 1
+    plan = dag_plan([("images", 2, False, 2), ("audio", 2, True)], 2, language_vpp=2)
+    schedule = build_schedule(plan, 4, kind, frozen_all=["images"], frozen_ahead=True)
+    validate(schedule)
+    _check_lowered(schedule, plan)
+    assert {a.kind for n in schedule.nodes if n[0] == "images" for a in schedule.actions[n]} <= {
+        "F", "RECV_F", "SEND_F", "OPT_STEP"}
+    audio = [a.kind for a in schedule.actions[("audio", 1)]]
+    assert audio.index("B") > max(i for i, k in enumerate(audio) if k == "F")  # all forwards ahead
+    steps = build_steps(plan, 4, 2, kind, frozen_all=["images"], lead=2)
+    simulate(steps)
+    check_nccl(lower_plan(steps, plan))
