@@ -6,16 +6,16 @@ smaller bubble than 1F1B on the same topology and microbatch count.
 """
 
 import dataclasses
-import math
 import random
 
 import pytest
 
 from mimo_runtime.comm.lowering import lower_plan, rank_chunks
 from mimo_runtime.schedule import (
-    B, F, W, Costs, ScheduleError, build_schedule, build_steps, parse_action, simulate, validate)
+    B, F, W, ScheduleError, build_schedule, build_steps, parse_action, simulate, validate)
 from mimo_runtime.schedule.actions import Action
 from mimo_runtime.schedule.graph import Schedule
+from mimo_runtime.schedule.lower import Group, _message
 from mimo_runtime.schedule.nccl import check_nccl
 from tests.schedule.plans import dag_plan
 
@@ -164,6 +164,23 @@ def _unchunked(plan):
     return dataclasses.replace(plan, modules={n: dataclasses.replace(m, vpp=1) for n, m in plan.modules.items()})
 
 
+def _check_lowered(schedule: Schedule, plan):
+    """The lowered programs run under NCCL's rules, and between any two ranks the k-th send is the
+    k-th receive's message: interleaving puts several channels between two ranks, which untagged
+    point-to-point messages only survive if both ends post them in one order."""
+    programs = lower_plan(schedule, plan)
+    check_nccl(programs, chunks=rank_chunks(schedule, plan))
+    sent, got = {}, {}
+    for rank, program in programs.items():
+        for item in program:
+            if isinstance(item, Group):
+                for a, ops in item.messages:
+                    for kind, peer in ops:
+                        pair, side = ((rank, peer), sent) if kind == "send" else ((peer, rank), got)
+                        side.setdefault(pair, []).append(_message(a, a.node))
+    assert sent == got
+
+
 def _check_once_in_order(schedule: Schedule):
     for node in schedule.nodes:
         chunks = schedule.graph.num_chunks(node)
@@ -196,7 +213,7 @@ def test_generated_graphs_are_deadlock_free_in_both_modes_and_zero_bubble_beats_
         schedule = build_schedule(plan, m, kind)
         result = validate(schedule)
         _check_once_in_order(schedule)
-        check_nccl(lower_plan(schedule, plan), Costs(), chunks=rank_chunks(schedule, plan))
+        _check_lowered(schedule, plan)
         if kind == "zero_bubble":
             assert result.bubble_fraction < base, (plan.modules, m)
 
@@ -214,7 +231,7 @@ def test_graphs_of_interleaved_modules_beat_1f1b_with_both_schedules(seed):
         schedule = build_schedule(plan, m, kind)
         result = validate(schedule)
         _check_once_in_order(schedule)
-        check_nccl(lower_plan(schedule, plan), chunks=rank_chunks(schedule, plan))
+        _check_lowered(schedule, plan)
         assert result.bubble_fraction < base, (kind, [(n, x.pp, x.vpp) for n, x in plan.modules.items()], m)
 
 
@@ -239,7 +256,7 @@ def test_the_largest_case_pp16_v4_m64_validates_in_both_modes():
         schedule = build_schedule(plan, 64, kind)
         assert validate(schedule).bubble_fraction < base
         _check_once_in_order(schedule)
-        check_nccl(lower_plan(schedule, plan), chunks=rank_chunks(schedule, plan))
+        _check_lowered(schedule, plan)
 
 
 def test_interleaved_lists_compose_with_a_frozen_encoders_lead_over_steps():
@@ -256,3 +273,19 @@ def test_interleaved_bubble_follows_megatrons_formula_on_a_chain():
     for pp, v, m in [(2, 2, 8), (4, 2, 8), (4, 4, 16), (8, 2, 16)]:
         result = validate(build_schedule(dag_plan([], pp, language_vpp=v), m, "interleaved_1f1b"))
         assert result.bubble_fraction == pytest.approx((pp - 1) / (v * m + pp - 1)), (pp, v, m)
+
+
+@pytest.mark.parametrize("kind", ["interleaved_1f1b", "zero_bubble"])
+def test_frozen_encoders_compose_with_chunks(kind):
+    # an encoder frozen entirely may be interleaved (forwards only); a frozen one (projection trains) runs vpp 1
+    plan = dag_plan([("images", 2, False, 2), ("audio", 2, True)], 2, language_vpp=2)
+    schedule = build_schedule(plan, 4, kind, frozen_all=["images"], frozen_ahead=True)
+    validate(schedule)
+    _check_lowered(schedule, plan)
+    assert {a.kind for n in schedule.nodes if n[0] == "images" for a in schedule.actions[n]} <= {
+        "F", "RECV_F", "SEND_F", "OPT_STEP"}
+    audio = [a.kind for a in schedule.actions[("audio", 1)]]
+    assert audio.index("B") > max(i for i, k in enumerate(audio) if k == "F")  # all forwards ahead
+    steps = build_steps(plan, 4, 2, kind, frozen_all=["images"], lead=2)
+    simulate(steps)
+    check_nccl(lower_plan(steps, plan))
