@@ -13,7 +13,10 @@ rank to itself is a local hand-over instead of a message.
 
 Given each rank's host (`hosts`), a block crosses to another host once per receiving group there
 (routes.py): the group's leader passes each block it receives on to the group's other ranks on its
-host as soon as it has it (a relay), so no rank waits for a leader that waits for it.
+host as soon as it has it (a relay), so no rank waits for a leader that waits for it. The trainer
+posts the lowered programs instead (comm/lowering.py): the blocks come from `forward_blocks`,
+`embedding_rows`, `gradient_blocks` and `gradient_index`, and a leader's relays are the group after
+its receive. A colocated rank's exchange posts its one group itself (`exchange_forward`/`_backward`).
 """
 
 from collections import Counter
