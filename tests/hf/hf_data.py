@@ -1,17 +1,22 @@
 """A dataset for the tiny HF models of tiny.py, as a data factory (`tests.hf.hf_data:build_data`):
-0-2 random 16x16 RGB images per sample, each as `tokens` image tokens after a BOS, then random
-text; the loss covers the text. Plain dicts of tensors, deterministic in (seed, index)."""
+0-2 random items per sample, each as `tokens` placeholder tokens after a BOS, then random text; the
+loss covers the text. Items are 16x16 RGB images (`pixel_values` of the LLaVA models), or with
+`audio: true` Whisper clips of (8 mels, 16 frames) (`input_features`, 8 rows each) under module
+`audio`. Plain dicts of tensors, deterministic in (seed, index)."""
 
 import numpy as np
 import torch
 
 BOS, PAD = 1, 0
+IMAGES = ("images", "vision_tower", "pixel_values", (3, 16, 16))
+AUDIO = ("audio", "audio_tower", "input_features", (8, 16))
 
 
 class TinyImageText:
-    def __init__(self, size: int, seed: int, seq: int, tokens: int, image_token: int, vocab: int, images: bool):
+    def __init__(self, size: int, seed: int, seq: int, tokens: int, image_token: int, vocab: int, images: bool,
+                 items=IMAGES):
         self.size, self.seed, self.seq, self.tokens = size, seed, seq, tokens
-        self.image_token, self.vocab, self.images = image_token, vocab, images
+        self.image_token, self.vocab, self.images, self.items = image_token, vocab, images, items
 
     def __len__(self) -> int:
         return self.size
@@ -28,12 +33,15 @@ class TinyImageText:
         loss_mask[n * self.tokens:n * self.tokens + len(text)] = 1.0
         sample = {"input_ids": ids, "labels": torch.cat([ids[1:], torch.tensor([PAD])]), "loss_mask": loss_mask}
         if self.images:
-            px = torch.from_numpy(rng.standard_normal((n, 3, 16, 16)).astype(np.float32))
-            sample["modality_inputs"] = {"images": {"vision_tower": {"pixel_values": px}}}
+            module, key, name, shape = self.items
+            x = torch.from_numpy(rng.standard_normal((n, *shape)).astype(np.float32))
+            sample["modality_inputs"] = {module: {key: {name: x}}}
         return sample
 
 
 def build_data(args, ctx):
     size = 64 if ctx.split == "train" else 16
-    return TinyImageText(size, ctx.seed, args["seq"], args.get("tokens", 16), args.get("image_token", 99),
-                         args.get("vocab", 100), bool(args.get("images", True)))
+    audio = bool(args.get("audio", False))
+    return TinyImageText(size, ctx.seed, args["seq"], args.get("tokens", 8 if audio else 16),
+                         args.get("image_token", 99), args.get("vocab", 100), bool(args.get("images", True)),
+                         AUDIO if audio else IMAGES)

@@ -18,7 +18,7 @@ COLOCATED = {"audio": {"kind": "encoder"}, "language": {"kind": "language"}}
 def _topology(root, modules):
     raw = {"modules": {name: {**m, "hf": str(root / ("whisper" if name == "audio" else "lm"))}
                        for name, m in modules.items()},
-           "data": {"factory": "tests.hf.audio_data:build_data", "args": {"seq": 32}},
+           "data": {"factory": "tests.hf.hf_data:build_data", "args": {"seq": 32, "audio": True}},
            "train": {"global_batch": 8, "micro_batch": 2, "lr": 1e-3}}
     path = root / f"{'_'.join(str(m.get('parallel', {}).get('tp', 1)) for m in modules.values())}.yaml"
     path.write_text(json.dumps(raw))

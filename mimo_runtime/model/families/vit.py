@@ -87,9 +87,14 @@ def projector_spec(dims: ProjectorDims, tp: int, pgs) -> ModuleSpec:
 def vision_spec(name: str, vit: ViTDims, projector: ProjectorDims, tp: int, pp: int, pgs,
                 backend: str = "auto", recompute: str = "none") -> ModuleSpec:
     """A modality submodule: the ViT (split over `pp` stages) + the projector."""
-    encoder = ModuleSpec(ViTEncoder, params=dict(
-        config=vit_config(vit, tp, pp, recompute), layer_spec=family_layer_spec(False, False, backend),
-        pg_collection=pgs, dims=vit, modality=name))
-    return ModuleSpec(VisionModalitySubmodules, params=dict(modality=name, pg_collection=pgs),
-                      submodules={"encoders": {VIT_KEY: encoder}, "input_projections": [projector_spec(
-                          projector, tp, pgs)]})
+    return encoder_modality_spec(VisionModalitySubmodules, VIT_KEY, ViTEncoder, vit_config(vit, tp, pp, recompute),
+                                 name, vit, projector, tp, pgs, backend)
+
+
+def encoder_modality_spec(submodules, key: str, encoder, config, name: str, dims, projector: ProjectorDims,
+                          tp: int, pgs, backend: str) -> ModuleSpec:
+    """`submodules` (a StagedModalitySubmodules) of one staged family encoder under `key` + the projector."""
+    spec = ModuleSpec(encoder, params=dict(config=config, layer_spec=family_layer_spec(False, False, backend),
+                                           pg_collection=pgs, dims=dims, modality=name))
+    return ModuleSpec(submodules, params=dict(modality=name, pg_collection=pgs),
+                      submodules={"encoders": {key: spec}, "input_projections": [projector_spec(projector, tp, pgs)]})

@@ -16,8 +16,8 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 
 from mimo_runtime.model.encoders import StagedEncoder, _check_input
 from mimo_runtime.model.families.dims import ProjectorDims, WhisperDims
-from mimo_runtime.model.families.layers import family_config, family_layer_spec
-from mimo_runtime.model.families.vit import projector_spec
+from mimo_runtime.model.families.layers import family_config
+from mimo_runtime.model.families.vit import encoder_modality_spec
 from mimo_runtime.model.submodules import AudioModalitySubmodules
 
 # modality_inputs key of a Whisper encoder and its input tensor (transformers' names)
@@ -56,9 +56,5 @@ def whisper_config(dims: WhisperDims, tp: int = 1, pp: int = 1, recompute: str =
 def audio_spec(name: str, dims: WhisperDims, projector: ProjectorDims, tp: int, pp: int, pgs,
                backend: str = "auto", recompute: str = "none") -> ModuleSpec:
     """A modality submodule: the Whisper encoder (split over `pp` stages) + the projector."""
-    encoder = ModuleSpec(WhisperEncoder, params=dict(
-        config=whisper_config(dims, tp, pp, recompute), layer_spec=family_layer_spec(False, False, backend),
-        pg_collection=pgs, dims=dims, modality=name))
-    return ModuleSpec(AudioModalitySubmodules, params=dict(modality=name, pg_collection=pgs),
-                      submodules={"encoders": {WHISPER_KEY: encoder}, "input_projections": [projector_spec(
-                          projector, tp, pgs)]})
+    return encoder_modality_spec(AudioModalitySubmodules, WHISPER_KEY, WhisperEncoder,
+                                 whisper_config(dims, tp, pp, recompute), name, dims, projector, tp, pgs, backend)
