@@ -34,7 +34,7 @@ HETERO = ["train", TOPOLOGY, "--eval-every", str(EVAL_EVERY), "--metrics", f"{OU
 
 
 def colocated_args(steps: int) -> List[str]:
-    # --steps would also shorten the lr schedule (it follows the run's length); keep the 300-step
+    # --steps would also shorten the lr schedule (it follows the run's length); keep the full-length
     # schedule so both runs take the same steps
     return ["train", TOPOLOGY, "--colocated", "--steps", str(COMPARE_STEPS), "--metrics", f"{OUT}/colocated.jsonl",
             "--set", f"train.optimizer.decay_steps={steps}"]
