@@ -35,7 +35,7 @@ def _run(cfg: ChainConfig, rank: int, way: str):
     kept, backward = [], ex._b
 
     def recording_b(a, st):
-        kept.append(st.outputs[a.mb].numel())
+        kept.append(st.outputs[(a.chunk, a.mb)].numel())
         backward(a, st)
 
     ex._b = recording_b
