@@ -9,19 +9,21 @@ from typing import Optional
 from mimo_runtime.autoplan.costs import Hardware, module_dims, stage_cost
 from mimo_runtime.autoplan.emit import topology_dict, topology_yaml
 from mimo_runtime.autoplan.search import (
-    Evaluation, Problem, candidates, even_split, evaluate, is_valid, lower_bound, search)
+    Evaluation, Problem, candidates, even_split, evaluate, is_valid, lower_bound, schedules, search)
 
 
 @dataclass(frozen=True)
 class AutoResult:
-    best: Optional[Evaluation]  # None: no candidate fits memory
+    best: Optional[Evaluation]  # None: no candidate fits memory; its schedule and vpp chosen by `schedules`
     naive: Optional[Evaluation]  # None: the even split is not a valid plan
 
 
 def auto_plan(p: Problem) -> AutoResult:
     naive = even_split(p)
-    return AutoResult(search(p), evaluate(p, naive) if naive is not None else None)
+    best = search(p)
+    return AutoResult(schedules(p, best) if best is not None else None,
+                      evaluate(p, naive) if naive is not None else None)
 
 
 __all__ = ["AutoResult", "auto_plan", "Problem", "Hardware", "Evaluation", "candidates", "evaluate", "search",
-           "even_split", "is_valid", "lower_bound", "topology_dict", "topology_yaml", "module_dims", "stage_cost"]
+           "even_split", "is_valid", "lower_bound", "schedules", "topology_dict", "topology_yaml", "module_dims", "stage_cost"]

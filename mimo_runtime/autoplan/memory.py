@@ -211,13 +211,15 @@ def rank_memory(plan: Plan, preset: PresetDims, recompute: Optional[Mapping[str,
     """Peak bytes per rank under `plan` training with 1F1B: {rank: RankMemory}, summed over the
     module stages the rank holds (every module on every rank when colocated). A stage keeps its
     warm-up plus one microbatch alive (at most the step's microbatches); a frozen encoder trains
-    only its projection, so its earlier stages keep none."""
+    only its projection, so its earlier stages keep none. Under `train.schedule` interleaved_1f1b or
+    zero_bubble the generated lists say how many chunk forwards are alive at once (each 1/vpp of a stage's)."""
     from mimo_runtime.schedule.graph import depth_to_sink, stage_graph
 
     recompute = recompute or {}
     m = plan.num_microbatches
     colocated = plan.layout is ModuleLayout.COLOCATED
     depth = {} if colocated else depth_to_sink(stage_graph(plan))
+    chunked = _chunked_inflight(plan, m) if not colocated else {}
     lang_dp = plan.modules[LANG].dp
     out: Dict[int, RankMemory] = {}
     for name, mod in plan.modules.items():
@@ -227,7 +229,22 @@ def rank_memory(plan: Plan, preset: PresetDims, recompute: Optional[Mapping[str,
             hops = (mod.pp - 1 - stage) if colocated else depth[(name, stage)]
             trains = "projection" if mod.frozen else "all"
             inflight = min(hops + 1, m) if (trains == "all" or stage == mod.pp - 1) else 1
+            inflight = chunked.get((name, stage), inflight)
             mem = stage_memory(preset, name, (mod.tp, mod.cp, mod.dp, mod.pp), stage, samples, inflight, trains,
                                mod.sequence_parallel, recompute.get(name, "none"), precision)
             out[rank] = out.get(rank, RankMemory(0.0, 0.0, 0.0, 0.0)) + mem
     return out
+
+
+def _chunked_inflight(plan: Plan, m: int) -> Dict[tuple, float]:
+    """(module, stage) -> stage-microbatches of activations alive at the peak of the interleaved or
+    zero-bubble lists ({} under 1f1b / gpipe, whose rule above holds)."""
+    kind = plan.topology.train.schedule if plan.topology is not None else "1f1b"
+    if kind not in ("interleaved_1f1b", "zero_bubble"):
+        return {}
+    from mimo_runtime.schedule import build_schedule, simulate
+
+    schedule = build_schedule(plan, m, kind)
+    sim = simulate(schedule)
+    return {node: sim.peak_inflight[node] / schedule.graph.num_chunks(node)
+            for node in schedule.nodes if schedule.trains[node]}

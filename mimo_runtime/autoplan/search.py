@@ -4,9 +4,13 @@ Candidates obey the topology rules (tp divides heads (and kv heads and the vocab
 divides the sequence, language dp divides global_batch / micro_batch, encoder and language dp divide
 one another and the microbatch), use every rank, and are visited in order of a lower bound on their
 step time (the busiest stage node's compute), so the simulator runs only on candidates that could
-still win: branch and bound, exact under the cost model.
+still win: branch and bound, exact under the cost model. `schedules` then tries the winner's
+shapes under zero bubble and, where its pipelined modules can be split (vpp * pp divides the layers,
+the microbatches are a multiple of pp), interleaved 1F1B and zero bubble with vpp 2 and 4; it keeps the
+fastest that fits memory and reports its predicted gain over 1F1B.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
@@ -46,6 +50,9 @@ class Evaluation:
     peak_gib: float  # most bytes on any rank
     fits: bool
     microbatches: int
+    schedule: str = "1f1b"
+    vpp: Tuple[Tuple[str, int], ...] = ()  # (module, virtual stages per rank) where > 1
+    gain: float = 1.0  # 1F1B's simulated step time on the same shapes / this one's
 
     @property
     def shapes(self) -> Dict[str, Shape]:
@@ -108,12 +115,14 @@ def _fill(options: List[List[Shape]], budget: int) -> Iterator[Tuple[Shape, ...]
                 yield (s,) + tail
 
 
-def to_plan(p: Problem, cand: Candidate) -> Plan:
+def to_plan(p: Problem, cand: Candidate, vpp: Tuple[Tuple[str, int], ...] = ()) -> Plan:
     modules: Dict[str, ModulePlan] = {}
     offset = 0
+    chunks = dict(vpp)
     for name, (tp, cp, dp, pp) in cand:
         kind = "language" if name == LANG else "encoder"
-        modules[name] = ModulePlan(name, kind, offset, tp * cp * dp * pp, tp, cp, dp, pp, name in p.frozen)
+        modules[name] = ModulePlan(name, kind, offset, tp * cp * dp * pp, tp, cp, dp, pp, name in p.frozen,
+                                   vpp=chunks.get(name, 1))
         offset += tp * cp * dp * pp
     edges = tuple((n, LANG) for n, _ in cand if n != LANG)
     return Plan(offset, ModuleLayout.NON_COLOCATED, modules, edges, p.global_batch, p.micro_batch, None)
@@ -137,20 +146,47 @@ def lower_bound(p: Problem, cand: Candidate) -> float:
     return max(m * (c.forward + c.backward) + c.reduce for c in stage_costs(p, cand).values())
 
 
-def evaluate(p: Problem, cand: Candidate) -> Evaluation:
-    plan = to_plan(p, cand)
+def evaluate(p: Problem, cand: Candidate, kind: str = "1f1b", vpp: Tuple[Tuple[str, int], ...] = ()) -> Evaluation:
+    plan = to_plan(p, cand, vpp)
     costs = stage_costs(p, cand)
     m = plan.num_microbatches
     graph = stage_graph(plan)
-    depth = depth_to_sink(graph)
-    schedule = build_schedule(plan, m)
-    peak = max(rank_bytes(c, inflight_1f1b(depth[node], m, schedule.trains[node])) for node, c in costs.items())
+    schedule = build_schedule(plan, m, kind)
     hw = p.hw
     sim = simulate(schedule, Costs(
         forward={n: c.forward for n, c in costs.items()}, backward={n: c.backward for n, c in costs.items()},
         reduce_grads={n: c.reduce for n, c in costs.items()}, latency=hw.link_latency_s,
         bandwidth=hw.link_bytes_per_s, bytes=lambda up, down: costs[up].send_bytes))
-    return Evaluation(cand, sim.makespan, sim.bubble_fraction, gib(peak), gib(peak) <= p.memory_gib, m)
+    if kind == "1f1b":
+        depth = depth_to_sink(graph)
+        live = {node: inflight_1f1b(depth[node], m, schedule.trains[node]) for node in costs}
+    else:  # chunk forwards alive at once, each 1/V of the stage's activations (1 without backward)
+        live = {node: sim.peak_inflight[node] / graph.num_chunks(node) if schedule.trains[node] else 1
+                for node in costs}
+    peak = max(rank_bytes(c, live[node]) for node, c in costs.items())
+    return Evaluation(cand, sim.makespan, sim.bubble_fraction, gib(peak), gib(peak) <= p.memory_gib, m, kind,
+                      tuple(vpp))
+
+
+def schedules(p: Problem, ev: Evaluation) -> Evaluation:
+    """`ev`'s shapes under the fastest schedule that fits memory (see the module docstring)."""
+    options = [ev, evaluate(p, ev.candidate, "zero_bubble")]
+    for v in (2, 4):
+        vpp = tuple((name, v) for name, shape in ev.candidate if _splits(p, name, shape, v, ev.microbatches))
+        if vpp:
+            options += [evaluate(p, ev.candidate, kind, vpp) for kind in ("interleaved_1f1b", "zero_bubble")]
+    best = ev
+    for o in options[1:]:
+        if o.fits and o.step_s < best.step_s * (1 - 1e-9):  # a real gain, not rounding: 1F1B on ties
+            best = o
+    return dataclasses.replace(best, gain=ev.step_s / best.step_s)
+
+
+def _splits(p: Problem, name: str, shape: Shape, v: int, m: int) -> bool:
+    """The rules of `parallel.vpp` (topology/validate.py) for `v` chunks of this module."""
+    pp = shape[3]
+    layers = p.preset.language.layers if name == LANG else p.preset.encoders[name].layers
+    return pp > 1 and name not in p.frozen and layers % (pp * v) == 0 and m % pp == 0
 
 
 def search(p: Problem) -> Optional[Evaluation]:

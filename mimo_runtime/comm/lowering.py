@@ -54,6 +54,11 @@ def rank_nodes(schedule: Schedule, plan: Plan) -> Dict[int, Node]:
     return {r: schedule.node_of(plan, r) for r in range(plan.world_size)}
 
 
+def rank_chunks(schedule: Schedule, plan: Plan) -> Dict[int, int]:
+    """Model chunks of each rank's node (`check_nccl`'s `chunks`)."""
+    return {r: schedule.graph.num_chunks(node) for r, node in rank_nodes(schedule, plan).items()}
+
+
 def lower_plan(schedule: Schedule, plan: Plan) -> Dict[int, Program]:
     """Every rank's program of `schedule` (what the executor posts on that rank)."""
     ops = RankOps(plan)

@@ -16,7 +16,8 @@ from mimo_runtime.schedule.actions import (
     B, F, OPT_STEP, RECV_B, RECV_F, REDUCE_GRADS, SEND_B, SEND_F, W, Action, Node, step_action)
 from mimo_runtime.schedule.graph import COLOCATED, Schedule, StageGraph, depth_to_sink, stage_graph
 from mimo_runtime.schedule.interleave import (
-    backward_order, emit, forward_order, insert_weight_grads, one_f_one_b, warmups)
+    backward_order, emit, forward_order, one_f_one_b, replay, warmups)
+from mimo_runtime.schedule.simulate import simulate
 
 SCHEDULE_KINDS = ("1f1b", "gpipe", "forward", "interleaved_1f1b", "zero_bubble")
 
@@ -68,28 +69,76 @@ def build_schedule(plan: Plan, num_microbatches: int, kind: str = "1f1b",
 def _chunked(plan: Plan, graph: StageGraph, trains: Dict[Node, bool], kind: str, m: int, slack: int,
              ahead: set) -> Dict[Node, List[Action]]:
     """Lists built from per-node task orders (interleave.py): interleaved 1F1B, zero bubble, and
-    GPipe or forward-only with chunks."""
-    group = {n: plan.modules[n[0]].pp for n in graph.nodes}  # megatron: microbatch_group_size_per_vp_stage = pp
+    GPipe or forward-only with chunks.
+
+    A lone language pipeline gets megatron's order (microbatches in groups of pp per chunk). Where
+    encoders feed it, several orders are built: megatron's (warm-ups raised where needed, `_settle`)
+    and the greedy replay, each with every module grouping by its own pp or all by the deepest
+    module's pp (so encoder and language chunks cycle in step); the fastest under unit costs wins,
+    the first on ties. All are deadlock-free by construction (replays of a run)."""
+    own = {n: plan.modules[n[0]].pp for n in graph.nodes}  # megatron: microbatch_group_size_per_vp_stage = pp
+    deepest = max(plan.modules[n].pp for n in {x for x, _ in graph.nodes} if plan.modules[n].vpp > 1) \
+        if graph.interleaved else 1
+    common = {n: max(own[n], deepest) for n in graph.nodes}
+    in_graph = any(n[0] != LANG for n in graph.nodes)
+    groupings = [own] + ([common] if in_graph and common != own else [])
+    candidates = []
+    for group in groupings:
+        candidates += _orders(plan, graph, trains, kind, m, slack, ahead, group, greedy=in_graph)
+    lists = [_actions(graph, trains, kind, t) for t in candidates]
+    if len(lists) > 1:
+        times = [simulate(Schedule(kind, m, graph, acts, trains)).makespan for acts in lists]
+        return lists[min(range(len(times)), key=lambda k: (times[k], k))]
+    return lists[0]
+
+
+def _orders(plan: Plan, graph: StageGraph, trains: Dict[Node, bool], kind: str, m: int, slack: int, ahead: set,
+            group: Dict[Node, int], greedy: bool) -> list:
     if kind == "zero_bubble" and not graph.interleaved:
-        depth = depth_to_sink(graph)  # ZB-H1: 1F1B's order and warm-up, W's deferred
-        warm = dict(depth)
+        warm = dict(depth_to_sink(graph))  # ZB-H1: 1F1B's order and warm-up, W's deferred
     else:
         warm = warmups(graph, trains, group, m)
     sink = graph.nodes[-1]
-    tasks = {}
+    fwd = {node: forward_order(graph.num_chunks(node), group[node], m) for node in graph.nodes}
+    bwd = {node: backward_order(graph.num_chunks(node), group[node], m) if trains[node] and kind != "forward" else []
+           for node in graph.nodes}
+    split = kind == "zero_bubble"
+    caps = {}
     for node in graph.nodes:
-        v = graph.num_chunks(node)
-        fwd = forward_order(v, group[node], m)
-        if not trains[node] or kind == "forward":
-            tasks[node] = [(F, c, j) for c, j in fwd]
-            continue
-        n = m if node in ahead else warm[node] + (slack if node != sink else 0)
-        if kind == "gpipe":
-            n = len(fwd)
-        warm[node] = min(n, len(fwd))
-        tasks[node] = one_f_one_b(fwd, backward_order(v, group[node], m), warm[node])
-    if kind == "zero_bubble":
-        tasks = insert_weight_grads(graph, tasks, {n: warm[n] + 1 for n in graph.nodes})
+        everything = not bwd[node] or kind == "gpipe" or node in ahead
+        warm[node] = len(fwd[node]) if everything else min(warm[node] + (slack if node != sink else 0),
+                                                          len(fwd[node]))
+        caps[node] = min(warm[node] + 1, len(fwd[node]))  # live microbatches: the warm-up and the one in hand
+
+    def fixed_orders():
+        return {n: one_f_one_b(fwd[n], bwd[n], warm[n]) if bwd[n] else [(F, c, j) for c, j in fwd[n]]
+                for n in graph.nodes}
+
+    out = [_settle(lambda: replay(graph, fwd, bwd, caps, split, fixed_orders()), warm, fwd, group, caps)]
+    if greedy:
+        greedy_caps = dict(caps)
+        out.append(_settle(lambda: replay(graph, fwd, bwd, greedy_caps, split), greedy_caps, fwd, group))
+    return out
+
+
+def _settle(run, warm, fwd, group, caps=None):
+    """Run `run()` until no node is stuck, raising each stuck node's warm-up (and cap) by a group: a
+    node blocked in a backward or at its cap may hold back a forward that another node needs first
+    (encoders of different depths fanning into the language model); all forwards first always finishes."""
+    while True:
+        tasks, stuck = run()
+        if not stuck:
+            return tasks
+        raised = [n for n in stuck if warm[n] < len(fwd[n])]
+        if not raised:
+            raise AssertionError(f"schedule replay cannot finish at nodes {stuck}")
+        for n in raised:
+            warm[n] = min(warm[n] + group[n], len(fwd[n]))
+            if caps is not None:
+                caps[n] = min(warm[n] + 1, len(fwd[n]))
+
+
+def _actions(graph: StageGraph, trains: Dict[Node, bool], kind: str, tasks) -> Dict[Node, List[Action]]:
     out = {}
     for node in graph.nodes:
         acts = emit(graph, trains, node, tasks[node])

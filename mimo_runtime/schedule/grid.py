@@ -38,7 +38,8 @@ def format_grid(schedule: Schedule, marks: Optional[Dict[Node, int]] = None,
 
 
 def format_timeline(schedule: Schedule, result, max_slots: int = 240) -> str:
-    """F/B compute per node on a time axis in slots of the shortest compute; `.` is idle."""
+    """F/B/W compute per node (chunk c shown as `c1:F3`) on a time axis in slots of the shortest
+    compute; `.` is idle."""
     durations = [e - s for n in schedule.nodes for a, s, e in
                  zip(schedule.actions[n], result.start[n], result.end[n]) if a.kind in COMPUTE_KINDS and e > s]
     if not durations:
@@ -47,15 +48,17 @@ def format_timeline(schedule: Schedule, result, max_slots: int = 240) -> str:
     slots = math.ceil(result.makespan / slot - 1e-9)
     if slots > max_slots:
         return f"(timeline of {slots} slots not drawn; at most {max_slots})"
-    cell = max(len(f"B{schedule.num_microbatches - 1}"), 2)
+    labels = {(n, k): a.cell() for n in schedule.nodes for k, a in enumerate(schedule.actions[n])
+              if a.kind in COMPUTE_KINDS}
+    cell = max([len(v) for v in labels.values()] + [2])
     width = max(len(node_name(n)) for n in schedule.nodes)
     lines = []
     for node in schedule.nodes:
         row = ["."] * slots
-        for a, s, e in zip(schedule.actions[node], result.start[node], result.end[node]):
+        for k, (a, s, e) in enumerate(zip(schedule.actions[node], result.start[node], result.end[node])):
             if a.kind in COMPUTE_KINDS and e > s:
                 first, last = round(s / slot), math.ceil(e / slot - 1e-9)
                 for i in range(first, min(last, slots)):
-                    row[i] = f"{a.kind}{a.mb}"
+                    row[i] = labels[(node, k)]
         lines.append(f"{node_name(node):<{width}}  " + " ".join(c.ljust(cell) for c in row).rstrip())
     return "\n".join(lines)

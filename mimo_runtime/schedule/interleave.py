@@ -9,8 +9,8 @@ forwards, then one forward and one backward in turn, then the remaining backward
 on rank r of a chain, 2 * (pp - r - 1) + (V - 1) * pp, is the number of forwards (less the one the
 steady state starts with) a rank finishes, running forwards back to back, before the gradient of its
 first backward can arrive. `warmups` computes exactly that on the chunk graph with unit costs, which
-gives megatron's numbers on a chain and extends them to encoders (interleaved or not) fanning into
-the language model.
+gives megatron's numbers on a chain (and, as megatron, all forwards first when m == pp) and extends
+them to encoders (interleaved or not) fanning into the language model.
 
 Zero bubble splits each backward into B (the input gradient, on the critical path) and W (the weight
 gradient, which nothing waits for). `insert_weight_grads` keeps a node's F/B order and runs W's
@@ -23,7 +23,7 @@ remaining W's fill the cool-down, where 1F1B idles.
 
 import heapq
 from collections import deque
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mimo_runtime.schedule.actions import B, F, RECV_B, RECV_F, SEND_B, SEND_F, W, Action, Node
 from mimo_runtime.schedule.graph import StageGraph
@@ -57,7 +57,8 @@ def one_f_one_b(fwd: Sequence[Tuple[int, int]], bwd: Sequence[Tuple[int, int]], 
 def warmups(graph: StageGraph, trains: Dict[Node, bool], group: Dict[Node, int], m: int) -> Dict[Node, int]:
     """Per node: forwards before its first backward (see the module docstring)."""
     orders = {n: forward_order(graph.num_chunks(n), group[n], m) for n in graph.nodes}
-    done = _forward_times(graph, orders)
+    cost = {n: 1.0 / graph.num_chunks(n) for n in graph.nodes}  # a stage's unit of work, shared by its chunks
+    done = _forward_times(graph, orders, cost)
     # the first backward's gradient, microbatch 0, walked back from the last virtual stage
     sink = graph.nodes[-1]
     last = (sink, graph.num_chunks(sink) - 1)
@@ -71,15 +72,18 @@ def warmups(graph: StageGraph, trains: Dict[Node, bool], group: Dict[Node, int],
             if not outs:
                 continue
             grad_start[key] = max(outs)
-        ends[key] = grad_start[key] + 1
+        ends[key] = grad_start[key] + cost[key[0]]
     out = {}
     for n in graph.nodes:
         if not trains[n]:
             out[n] = len(orders[n])
             continue
+        if graph.num_chunks(n) > 1 and m == group[n]:  # megatron: all forwards first when m == pp
+            out[n] = len(orders[n])
+            continue
         first = (n, graph.num_chunks(n) - 1)
         arrive = grad_start.get(first, float("inf"))
-        count = sum(1 for c, j in orders[n] if done[(n, c, j)] <= arrive)
+        count = sum(1 for c, j in orders[n] if done[(n, c, j)] <= arrive + 1e-9)
         need = orders[n].index((first[1], 0))  # its first backward needs its own last chunk's forward
         out[n] = max(count - 1, need, (graph.num_chunks(n) - 1) * group[n])
     return out
@@ -103,8 +107,9 @@ def _virtual_depths(graph: StageGraph, keys: List[Tuple[Node, int]]) -> Dict[Tup
     return depth
 
 
-def _forward_times(graph: StageGraph, orders: Dict[Node, List[Tuple[int, int]]]) -> Dict[Tuple[Node, int, int], float]:
-    """End time of every forward with unit costs, each node running its forward order back to back."""
+def _forward_times(graph: StageGraph, orders: Dict[Node, List[Tuple[int, int]]],
+                   cost: Dict[Node, float]) -> Dict[Tuple[Node, int, int], float]:
+    """End time of every forward, each node running its forward order back to back."""
     done: Dict[Tuple[Node, int, int], float] = {}
     pos = {n: 0 for n in graph.nodes}
     clock = {n: 0.0 for n in graph.nodes}
@@ -118,7 +123,7 @@ def _forward_times(graph: StageGraph, orders: Dict[Node, List[Tuple[int, int]]])
                 ins = [done.get((u, uc, j)) for u, uc in graph.inputs(n, c)]
                 if any(t is None for t in ins):
                     break
-                t = max([clock[n]] + ins) + 1
+                t = max([clock[n]] + ins) + cost[n]
                 done[(n, c, j)] = clock[n] = t
                 pos[n] += 1
                 progress = True
@@ -127,67 +132,111 @@ def _forward_times(graph: StageGraph, orders: Dict[Node, List[Tuple[int, int]]])
     return done
 
 
-def insert_weight_grads(graph: StageGraph, tasks: Dict[Node, List[Task]], caps: Dict[Node, int]) -> Dict[Node, List[Task]]:
-    """Each node's F/B tasks with a W after every B, placed by a unit-cost replay (module docstring)."""
+def replay(graph: StageGraph, fwd: Dict[Node, List[Tuple[int, int]]], bwd: Dict[Node, List[Tuple[int, int]]],
+           caps: Dict[Node, int], split: bool,
+           fixed: Optional[Dict[Node, List[Task]]] = None) -> Tuple[Dict[Node, List[Task]], List[Node]]:
+    """Each node's tasks, chosen by running the graph with unit costs (module docstring).
+
+    A node takes its forwards and backwards in their orders: the next forward when its input is there
+    and fewer than `caps[node]` microbatches are live, else the next backward when its gradient is
+    there, else (`split`) the oldest deferred W, else it waits for whichever input comes first. A
+    stage's F costs 1 and its backward 1 (B and W half each when split), shared by its chunks.
+    With `fixed`, each node runs exactly that F/B sequence instead, and only the W's are placed (a W
+    also runs before a forward that would exceed the cap). Returns the tasks and the nodes that could
+    not finish (at their cap, or blocked in a fixed backward: raise their warm-up and run again).
+    """
     nodes = list(graph.nodes)
-    index = {n: i for i, n in enumerate(nodes)}
+    n_nodes = len(nodes)
+    share = [1.0 / graph.num_chunks(n) for n in nodes]
+    took = {F: 1.0, B: 0.5 if split else 1.0, W: 0.5}
     finished: Dict[Tuple[str, Node, int, int], float] = {}
-    pos = [0] * len(nodes)
-    clock = [0.0] * len(nodes)
-    live = [0] * len(nodes)  # forwards run whose W has not
+    fi, bi = [0] * n_nodes, [0] * n_nodes
+    clock = [0.0] * n_nodes
+    live = [0] * n_nodes  # forwards run whose backward (W when split) has not
     pending: List[deque] = [deque() for _ in nodes]
     out: List[List[Task]] = [[] for _ in nodes]
     waiting: Dict[Tuple[str, Node, int, int], List[int]] = {}
-    heap = [(0.0, i) for i in range(len(nodes))]
+    version = [0] * n_nodes
+    heap = [(0.0, i, 0) for i in range(n_nodes)]
+
+    def push(i: int, t: float) -> None:
+        version[i] += 1
+        heapq.heappush(heap, (t, i, version[i]))
+
+    def inputs_at(deps):
+        """(latest arrival, None) once every input is there, else (None, a missing one)."""
+        latest = 0.0
+        for d in deps:
+            got = finished.get(d)
+            if got is None:
+                return None, d
+            latest = max(latest, got)
+        return latest, None
+
     while heap:
-        t, i = heapq.heappop(heap)
-        node = nodes[i]
-        t = max(t, clock[i])
-        todo = tasks[node]
-        if pos[i] == len(todo):
-            if pending[i]:
-                _run_w(out[i], pending[i], live, i)
-                clock[i] = t + 1
-                heapq.heappush(heap, (clock[i], i))
+        t, i, ver = heapq.heappop(heap)
+        if ver != version[i]:
             continue
-        kind, c, j = todo[pos[i]]
-        deps = ([(F, u, uc, j) for u, uc in graph.inputs(node, c)] if kind == F
-                else [(B, d, dc, j) for d, dc in graph.outputs(node, c)])
-        known = [finished.get(d) for d in deps]
-        missing = next((d for d, k in zip(deps, known) if k is None), None)
-        ready = missing is None and max(known, default=0.0) <= t
-        if ready and not (kind == F and pending[i] and live[i] >= caps[node]):
-            out[i].append((kind, c, j))
-            pos[i] += 1
-            clock[i] = t + 1
-            finished[(kind, node, c, j)] = clock[i]
-            if kind == F:
-                live[i] += 1
-            elif kind == B:
+        node = nodes[i]
+        if t < clock[i]:
+            push(i, clock[i])
+            continue
+        run = None
+        options = []
+        if fixed is not None:
+            seq = fixed[node]
+            k = fi[i] + bi[i]
+            if k < len(seq):
+                kind, c, j = seq[k]
+                deps = ([(F, u, uc, j) for u, uc in graph.inputs(node, c)] if kind == F
+                        else [(F, node, c, j)] + [(B, d, dc, j) for d, dc in graph.outputs(node, c)])
+                if not (kind == F and pending[i] and live[i] >= caps[node]):
+                    options.append((seq[k], inputs_at(deps)))
+        elif fi[i] < len(fwd[node]) and live[i] < caps[node]:
+            c, j = fwd[node][fi[i]]
+            options.append(((F, c, j), inputs_at([(F, u, uc, j) for u, uc in graph.inputs(node, c)])))
+        if fixed is None and bi[i] < len(bwd[node]):
+            c, j = bwd[node][bi[i]]
+            deps = [(F, node, c, j)] + [(B, d, dc, j) for d, dc in graph.outputs(node, c)]
+            options.append(((B, c, j), inputs_at(deps)))
+        for task, (at, _) in options:
+            if at is not None and at <= t + 1e-9:
+                run = task
+                break
+        if run is None and pending[i]:
+            run = (W,) + pending[i].popleft()
+        if run is None:
+            if not options:
+                continue  # finished, or at its cap with nothing to take back: see `stuck`
+            times = [at for _, (at, _) in options if at is not None]
+            for _, (at, missing) in options:
+                if missing is not None:
+                    waiting.setdefault(missing, []).append(i)
+            if times:
+                push(i, min(times))
+            continue
+        kind, c, j = run
+        out[i].append(run)
+        clock[i] = t + took[kind] * share[i]
+        if kind == F:
+            fi[i] += 1
+            live[i] += 1
+        elif kind == B:
+            bi[i] += 1
+            if split:
                 pending[i].append((c, j))
-            for w in waiting.pop((kind, node, c, j), ()):
-                heapq.heappush(heap, (max(clock[w], clock[i]), w))
-            heapq.heappush(heap, (clock[i], i))
-        elif pending[i]:
-            _run_w(out[i], pending[i], live, i)
-            clock[i] = t + 1
-            heapq.heappush(heap, (clock[i], i))
-        elif missing is None:
-            clock[i] = max(known)
-            heapq.heappush(heap, (clock[i], i))
+            else:
+                live[i] -= 1
         else:
-            clock[i] = t
-            waiting.setdefault(missing, []).append(i)
-    stuck = [nodes[i] for i in range(len(nodes)) if pos[i] < len(tasks[nodes[i]])]
-    if stuck:
-        raise AssertionError(f"F/B orders deadlock at nodes {stuck}")
-    return {n: out[index[n]] for n in nodes}
-
-
-def _run_w(out: List[Task], pending: deque, live: List[int], i: int) -> None:
-    c, j = pending.popleft()
-    out.append((W, c, j))
-    live[i] -= 1
+            live[i] -= 1
+        key = (kind, node, c, j)
+        finished[key] = clock[i]
+        for w in waiting.pop(key, ()):
+            if w != i:
+                push(w, max(clock[w], clock[i]))
+        push(i, clock[i])
+    stuck = [n for k, n in enumerate(nodes) if fi[k] < len(fwd[n]) or bi[k] < len(bwd[n]) or pending[k]]
+    return {n: out[k] for k, n in enumerate(nodes)}, stuck
 
 
 def emit(graph: StageGraph, trains: Dict[Node, bool], node: Node, tasks: Sequence[Task]) -> List[Action]:

@@ -14,7 +14,7 @@ of (the later of both ends' posting times + the edge's transfer time).
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from mimo_runtime.schedule.actions import B, F, OPT_STEP, Action
+from mimo_runtime.schedule.actions import B, F, OPT_STEP, W, Action
 from mimo_runtime.schedule.errors import ScheduleError
 from mimo_runtime.schedule.lower import SEND, Group, Program
 from mimo_runtime.schedule.simulate import Costs
@@ -36,10 +36,15 @@ class NcclResult:
 
 
 def check_nccl(programs: Dict[int, Program], costs: Optional[Costs] = None,
-               node_of: Optional[Dict[int, object]] = None) -> NcclResult:
-    """Run the programs under NCCL's rules; NcclDeadlock (or ScheduleError for unmatched ops) if they hang."""
+               node_of: Optional[Dict[int, object]] = None, chunks: Optional[Dict[int, int]] = None) -> NcclResult:
+    """Run the programs under NCCL's rules; NcclDeadlock (or ScheduleError for unmatched ops) if they hang.
+
+    `chunks` (rank -> model chunks of its node, default 1) prices each chunk's compute at its share
+    of the stage's, as `simulate` does (`Costs.task`)."""
     costs = costs or Costs()
     ranks = sorted(programs)
+    split = {r: any(isinstance(it, Action) and it.kind == W for it in programs[r]) for r in ranks}
+    shares = chunks or {}
     groups = {r: [it for it in programs[r] if isinstance(it, Group)] for r in ranks}
     match = _matches(groups)
     pc = {r: 0 for r in ranks}
@@ -58,7 +63,7 @@ def check_nccl(programs: Dict[int, Program], costs: Optional[Costs] = None,
                 if isinstance(item, Action):
                     if item.kind == OPT_STEP:
                         break
-                    cost = costs.compute(item.kind, _node(node_of, r, item))
+                    cost = costs.task(item.kind, _node(node_of, r, item), shares.get(r, 1), split[r])
                     clock[r] += cost
                     busy[r] += cost
                     pc[r] += 1

@@ -3,7 +3,8 @@
 Semantics (the executor's): a node runs its list in order; sends are posted asynchronously and never
 block; a receive blocks until its message has arrived (send time + latency + bytes / bandwidth);
 OPT_STEP is a global barrier (its grad-norm all-reduce spans every rank). Compute costs come per
-(module, stage). Links are not modelled as shared (no contention), which keeps the simulation a
+(module, stage) and are a stage's work per microbatch: a node with V model chunks spends 1/V of it
+on each chunk's action, and where a zero-bubble list splits a backward, B and W share it (`Costs.task`). Links are not modelled as shared (no contention), which keeps the simulation a
 single pass over the lists: each action's time depends only on its own node's clock and on the
 message it waits for, so nodes are advanced in any order until each blocks.
 """
@@ -25,8 +26,8 @@ _COMPUTE, _SEND, _RECV, _BARRIER = 0, 1, 2, 3
 @dataclass(frozen=True)
 class Costs:
     forward: Cost = 1.0
-    backward: Cost = 1.0  # B: the whole backward, or its input-gradient half in a zero-bubble list
-    weight: Cost = 1.0  # W: the weight-gradient half of a zero-bubble backward
+    backward: Cost = 1.0  # the whole backward (input and weight gradients)
+    weight: Optional[Cost] = None  # W, the weight-gradient part of it a zero-bubble list splits off; None: half
     reduce_grads: Cost = 0.0
     opt_step: Cost = 0.0
     latency: float = 0.0
@@ -36,9 +37,24 @@ class Costs:
     bytes: Union[None, Mapping, Callable[[Node, Node], float]] = None
 
     def compute(self, kind: str, node: Node) -> float:
-        table = {F: self.forward, B: self.backward, W: self.weight, REDUCE_GRADS: self.reduce_grads,
-                 OPT_STEP: self.opt_step}[kind]
+        if kind == W:
+            return self._weight(node)
+        table = {F: self.forward, B: self.backward, REDUCE_GRADS: self.reduce_grads, OPT_STEP: self.opt_step}[kind]
         return float(_lookup(table, (node, node[0]), f"{kind} cost of {node_name(node)}"))
+
+    def _weight(self, node: Node) -> float:
+        if self.weight is None:
+            return self.compute(B, node) / 2
+        return float(_lookup(self.weight, (node, node[0]), f"W cost of {node_name(node)}"))
+
+    def task(self, kind: str, node: Node, chunks: int = 1, split: bool = False) -> float:
+        """One action's time on `node`. The costs are a stage's work per microbatch: with `chunks` model
+        chunks each chunk's F, B or W takes its share, and in a list that splits backwards (`split`)
+        B is the backward less its W."""
+        cost = self.compute(kind, node)
+        if kind == B and split:
+            cost -= self._weight(node)
+        return cost / chunks if kind in (F, B, W) else cost
 
     def comm(self, upstream: Node, downstream: Node) -> float:
         if self.bytes is None:
@@ -199,7 +215,8 @@ def _compile(schedule: Schedule, costs: Costs) -> _Program:
     send_at: List[Optional[Tuple[int, int]]] = []
     all_ops = []
     for ni, node in enumerate(schedule.nodes):
-        fixed = {kind: (_COMPUTE, -1, costs.compute(kind, node)) for kind in (F, B, W, REDUCE_GRADS)}
+        chunks, split = schedule.graph.num_chunks(node), any(a.kind == W for a in schedule.actions[node])
+        fixed = {kind: (_COMPUTE, -1, costs.task(kind, node, chunks, split)) for kind in (F, B, W, REDUCE_GRADS)}
         fixed[OPT_STEP] = (_BARRIER, -1, costs.compute(OPT_STEP, node))
         local: Dict[tuple, Tuple[int, int]] = {}  # (kind, chunk, peer, peer chunk) -> (code, slot base)
         ops = []

@@ -3,7 +3,11 @@
 The executor runs the lists as given, so anything it would trip over is caught here first, named by
 stage node, ranks and action, with the grid printed around the offending action. The simulation
 matches messages by (microbatch, channel); the channel-order check makes that equal to the
-executor's untagged, posting-order matching.
+executor's untagged, posting-order matching when two nodes share one channel per direction (1F1B,
+GPipe). Interleaved lists put several channels between the same two ranks (a stage's chunks, and the
+wrap from the last stage to the first), whose messages a rank may receive in another order than
+its peer sends them: they must run as lowered programs (schedule/lower.py), which post both ends of
+every message in one order, not action by action.
 """
 
 from typing import Dict, List, Set, Tuple

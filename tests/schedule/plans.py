@@ -13,17 +13,19 @@ def preset_plan(modules: Dict[str, dict], model: str = "tiny-avlm", **top) -> Pl
     return make_plan(topology_from_dict({"model": model, "modules": modules, **top}))
 
 
-def dag_plan(encoders: Sequence[Tuple[str, int, bool]], language_pp: int, tp: int = 1, dp: int = 1,
-             layout: Optional[ModuleLayout] = None) -> Plan:
-    """Encoders (name, pp, frozen) on their own ranks, then the language model; no preset limits."""
+def dag_plan(encoders: Sequence[tuple], language_pp: int, tp: int = 1, dp: int = 1,
+             layout: Optional[ModuleLayout] = None, language_vpp: int = 1) -> Plan:
+    """Encoders (name, pp, frozen[, vpp]) on their own ranks, then the language model; no preset limits."""
     modules: Dict[str, ModulePlan] = {}
     offset = 0
-    for name, pp, frozen in encoders:
-        modules[name] = ModulePlan(name, "encoder", offset, tp * dp * pp, tp, 1, dp, pp, frozen)
+    for name, pp, frozen, *vpp in encoders:
+        modules[name] = ModulePlan(name, "encoder", offset, tp * dp * pp, tp, 1, dp, pp, frozen,
+                                   vpp=vpp[0] if vpp else 1)
         offset += tp * dp * pp
-    modules["language"] = ModulePlan("language", "language", offset, tp * dp * language_pp, tp, 1, dp, language_pp)
+    modules["language"] = ModulePlan("language", "language", offset, tp * dp * language_pp, tp, 1, dp, language_pp,
+                                     vpp=language_vpp)
     world = offset + tp * dp * language_pp
-    edges = tuple((name, "language") for name, _, _ in encoders)
+    edges = tuple((e[0], "language") for e in encoders)
     return Plan(world, layout or ModuleLayout.NON_COLOCATED, modules, edges, 8, 1, None)
 
 

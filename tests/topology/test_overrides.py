@@ -90,4 +90,4 @@ def test_cli_plan_resolved_shows_the_overridden_value_with_every_default():
     assert proc.returncode == 0, proc.stderr
     resolved = yaml.safe_load(proc.stdout)
     assert resolved["train"]["seed"] == 7
-    assert resolved["modules"]["images"]["parallel"] == {"tp": 1, "cp": 1, "dp": 2, "pp": 1}
+    assert resolved["modules"]["images"]["parallel"] == {"tp": 1, "cp": 1, "dp": 2, "pp": 1, "vpp": 1}

@@ -47,6 +47,6 @@ def test_a_module_may_override_a_key_train_optimizer_also_gives():
 def test_resolved_file_has_every_default_filled_in():
     out = resolved_dict(load_topology(str(ROOT / "topologies/vlm-2rank.yaml")))
     lang = out["modules"]["language"]
-    assert (lang["rank_offset"], lang["parallel"], lang["precision"]) == (1, {"tp": 1, "cp": 1, "dp": 1, "pp": 1}, "fp32")
+    assert (lang["rank_offset"], lang["parallel"], lang["precision"]) == (1, {"tp": 1, "cp": 1, "dp": 1, "pp": 1, "vpp": 1}, "fp32")
     assert lang["optimizer"]["decay_steps"] == out["train"]["steps"] == 20
     assert out["edges"] == [["images", "language"]]

@@ -1,7 +1,8 @@
 """`mimo-run plan --auto --world-size N --model PRESET [--memory-per-rank GB] [-o FILE]` (not a subcommand itself).
 
 Searches the topology with the lowest simulated step time that fits memory (mimo_runtime/autoplan),
-prints it with its predicted step time and bubble next to the naive even split, and writes it as a
+then the fastest schedule for it (1f1b, zero_bubble, interleaved_1f1b with vpp 2 or 4), prints it with
+its predicted step time, bubble and gain over 1f1b next to the naive even split, and writes it as a
 topology file.
 """
 
@@ -67,6 +68,8 @@ def run(args) -> int:
               f"{verdict}")
     else:
         print("even split  not a valid plan for these batch sizes")
+    chunks = f" vpp {', '.join(f'{n}={v}' for n, v in best.vpp)}" if best.vpp else ""
+    print(f"schedule    {best.schedule}{chunks}  predicted {best.gain:.3f}x the step rate of 1f1b on these shapes")
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)

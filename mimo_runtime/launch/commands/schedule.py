@@ -1,14 +1,17 @@
-"""`mimo-run schedule TOPOLOGY [--microbatches M] [--schedule 1f1b|gpipe|forward] [--json]`.
+"""`mimo-run schedule TOPOLOGY [--microbatches M] [--schedule KIND] [--json]`.
 
-Prints each stage node's action list (what the executor will run on its ranks), a unit-cost timeline
+Prints each stage node's action list (what the executor will run on its ranks; `c1:F3` is chunk 1's
+forward of microbatch 3 under interleaving, `W3` a zero-bubble weight gradient), a unit-cost timeline
 and the simulated bubble fraction; `--json` prints the lists, the bubble, deadlock freedom with
-asynchronous sends and under NCCL's rules, and `p2p`: per rank, the ordered groups of point-to-point
-ops the executor posts in one step (schedule/lower.py). Pure Python: no torch is imported.
+asynchronous sends and under NCCL's rules, `kinds` (the action kinds used), `chunks` (virtual stages
+per rank of each module) and `p2p`: per rank, the ordered groups of point-to-point ops the executor
+posts in one step (schedule/lower.py). Pure Python: no torch is imported.
 """
 
 import json
 
-from mimo_runtime.comm.lowering import lower_plan
+from mimo_runtime.comm.lowering import lower_plan, rank_chunks
+from mimo_runtime.errors import ArgumentError
 from mimo_runtime.launch.cli import add_overrides, positive_int
 from mimo_runtime.plan import make_plan
 from mimo_runtime.schedule import (
@@ -31,7 +34,10 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     plan = make_plan(load_topology(args.topology, args.overrides))
     m = args.microbatches or plan.num_microbatches
-    schedule = build_schedule(plan, m, args.schedule or plan.topology.train.schedule)
+    try:
+        schedule = build_schedule(plan, m, args.schedule or plan.topology.train.schedule)
+    except ValueError as e:  # e.g. --schedule 1f1b on a topology with vpp > 1
+        raise ArgumentError("--schedule", str(e)) from None
     result = validate(schedule)
     if args.json:
         print(json.dumps(_as_json(schedule, plan, result)))
@@ -40,6 +46,9 @@ def run(args) -> int:
     print()
     print(format_timeline(schedule, result))
     print()
+    if schedule.graph.interleaved:
+        print("virtual stages per rank: " + ", ".join(f"{n}={v}" for n, v in _chunks(plan).items())
+              + " (chunk c of stage p is virtual stage c * pp + p)")
     peaks = ", ".join(f"{node_name(n)}={result.peak_inflight[n]}" for n in schedule.nodes)
     print(f"peak in-flight activations: {peaks}")
     strict = "also deadlock-free" if rendezvous_deadlock(schedule) is None else "would deadlock"
@@ -52,11 +61,18 @@ def run(args) -> int:
 def _as_json(schedule, plan, result) -> dict:
     programs = lower_plan(schedule, plan)
     try:
-        check_nccl(programs)
+        check_nccl(programs, chunks=rank_chunks(schedule, plan))
         nccl = True
     except ScheduleError:
         nccl = False
     return {"schedule": schedule.kind, "microbatches": schedule.num_microbatches,
             "lists": {node_name(n): [str(a) for a in schedule.actions[n]] for n in schedule.nodes},
             "bubble": result.bubble_fraction, "deadlock_free_async": True, "deadlock_free_nccl": nccl,
+            "kinds": sorted({a.kind for acts in schedule.actions.values() for a in acts}),
+            "chunks": _chunks(plan),
             "p2p": [p2p_json(programs[r]) for r in range(plan.world_size)]}
+
+
+def _chunks(plan) -> dict:
+    """Virtual stages (model chunks) per rank of each module."""
+    return {n: m.vpp for n, m in plan.modules.items()}

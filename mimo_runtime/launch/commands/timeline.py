@@ -1,7 +1,8 @@
 """`mimo-run timeline TRACE.json -o timeline.png`: the per-rank Gantt chart of a `--trace` file.
 
-One row per rank; forward, backward, sends, receives and the step's reduction / optimizer step in
-their own colours; white space is idle time, so pipeline bubbles show as gaps. By default one
+One row per rank; forward, backward, weight gradient (zero bubble), sends, receives and the step's
+reduction / optimizer step in their own colours, each compute bar labelled with its chunk under
+interleaving (`c1:F3`); white space is idle time, so pipeline bubbles show as gaps. By default one
 training step (the last) is drawn, which is what a schedule looks like; `--step all` draws the run.
 """
 
@@ -10,9 +11,9 @@ from typing import Dict, List, Optional, Tuple
 
 from mimo_runtime.errors import UserError
 
-COLORS = {"F": "#4c72b0", "B": "#55a868", "SEND_F": "#dd8452", "SEND_B": "#dd8452",
+COLORS = {"F": "#4c72b0", "B": "#55a868", "W": "#a1c9a0", "SEND_F": "#dd8452", "SEND_B": "#dd8452",
           "RECV_F": "#c8c8c8", "RECV_B": "#c8c8c8", "REDUCE_GRADS": "#c44e52", "OPT_STEP": "#8172b3"}
-LEGEND = [("forward", "F"), ("backward", "B"), ("send", "SEND_F"), ("receive (waiting)", "RECV_F"),
+LEGEND = [("forward", "F"), ("backward", "B"), ("weight grad", "W"), ("send", "SEND_F"), ("receive (waiting)", "RECV_F"),
           ("grad reduce", "REDUCE_GRADS"), ("optimizer", "OPT_STEP")]
 
 
@@ -69,14 +70,24 @@ def select(events: List[Dict], step: str, phase: str, path: str = "") -> List[Di
 
 
 def busy_fractions(events: List[Dict]) -> Dict[int, float]:
-    """{rank: forward + backward time / the window's length}; 1 - this is the rank's bubble."""
+    """{rank: forward + backward (+ weight-gradient) time / the window's length}; 1 - this is the rank's bubble."""
     t0 = min(e["ts"] for e in events)
     t1 = max(e["ts"] + e["dur"] for e in events)
     out: Dict[int, float] = {}
     for e in events:
-        if e["args"]["kind"] in ("F", "B"):
+        if e["args"]["kind"] in ("F", "B", "W"):
             out[e["pid"]] = out.get(e["pid"], 0.0) + e["dur"]
     return {r: out.get(r, 0.0) / max(t1 - t0, 1e-9) for r in sorted({e["pid"] for e in events})}
+
+
+def label(event: Dict) -> str:
+    """A bar's text: the action with its chunk under interleaving (`c1:F3`), from the event's action."""
+    from mimo_runtime.schedule import parse_action
+
+    try:
+        return parse_action(event["args"]["action"]).cell()
+    except (KeyError, ValueError):
+        return event["name"]
 
 
 def draw(events: List[Dict], labels: Dict[int, str], output: str, title: Optional[str] = None) -> None:
@@ -97,8 +108,8 @@ def draw(events: List[Dict], labels: Dict[int, str], output: str, title: Optiona
         ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=[COLORS.get(e["args"]["kind"], "#999999") for e in mine],
                        edgecolor="white", linewidth=0.3)
         for e in mine:
-            if e["args"]["kind"] in ("F", "B") and e["dur"] > 0.03 * window:
-                ax.text((e["ts"] - t0 + e["dur"] / 2) / 1e3, row, e["name"], ha="center", va="center",
+            if e["args"]["kind"] in ("F", "B", "W") and e["dur"] > 0.03 * window:
+                ax.text((e["ts"] - t0 + e["dur"] / 2) / 1e3, row, label(e), ha="center", va="center",
                         fontsize=6, color="white", clip_on=True)
     ax.set_yticks(range(len(ranks)))
     ax.set_yticklabels([f"{labels.get(r, f'rank {r}')}\ncompute {100 * busy[r]:.0f}%" for r in ranks], fontsize=8)
