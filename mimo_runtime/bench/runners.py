@@ -11,7 +11,9 @@ from typing import List, Optional, Tuple
 import torch
 
 from mimo_runtime.bench.chain import LANG, ChainCompute, ChainConfig, batch, build_stage, chain_loss, chain_plan
+from mimo_runtime.comm.lowering import lower_plan
 from mimo_runtime.schedule import build_schedule
+from mimo_runtime.schedule.actions import RECV_KINDS, SEND_KINDS
 from mimo_runtime.train.executor import Executor
 
 LR = 1e-3
@@ -28,6 +30,10 @@ class OursChain:
                                  transport)
         self.schedule = build_schedule(self.plan, cfg.microbatches, cfg.schedule, slack=slack)
         self.actions = self.schedule.for_rank(self.plan, rank)
+        # bare lists match messages in posting order per rank pair; where an interleaved list receives
+        # in another order than its peer sends (schedule/validate.py), run the lowered program instead
+        self.program = None if _same_order_per_pair(self.schedule, self.plan) else \
+            lower_plan(self.schedule, self.plan)[rank]
         self.loss = 0.0
 
     def _opt_step(self, st) -> None:
@@ -37,7 +43,7 @@ class OursChain:
 
     def step(self, s: int) -> None:
         self.executor.trace.clear()
-        self.executor.run_step(self.actions, s)
+        self.executor.run_step(self.actions, s, program=self.program)
 
     @property
     def trace(self) -> List[Tuple[str, float, float]]:
@@ -46,6 +52,20 @@ class OursChain:
 
 TORCH_SCHEDULES = {"1f1b": "Schedule1F1B", "interleaved_1f1b": "ScheduleInterleaved1F1B",
                    "zero_bubble": "ScheduleInterleavedZeroBubble"}
+
+
+def _same_order_per_pair(schedule, plan) -> bool:
+    """Whether every rank receives from each peer in the order that peer sends to it."""
+    lists = [schedule.for_rank(plan, r) for r in range(plan.world_size)]
+    for r, acts in enumerate(lists):
+        for peer in range(plan.world_size):
+            if peer == r:
+                continue
+            sent = [(a.kind[-1], a.mb, a.peer_chunk) for a in acts if a.kind in SEND_KINDS and a.peer[1] == peer]
+            got = [(a.kind[-1], a.mb, a.chunk) for a in lists[peer] if a.kind in RECV_KINDS and a.peer[1] == r]
+            if sent != got:
+                return False
+    return True
 
 
 class TorchChain:
