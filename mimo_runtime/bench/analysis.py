@@ -6,15 +6,19 @@
   from the same run (median F and B per stage, reduce and optimizer step from the trace, one-way
   message latency from a ping-pong of an activation-sized tensor);
 - overhead per action: with tiny tensors, (step time - the compute-only makespan) / actions per rank;
-- bubble vs microbatches: measured idle share of ranks x step time, next to (p-1)/(m+p-1).
+- bubble vs microbatches: measured idle share of ranks x step time, next to (p-1)/(m+p-1);
+- schedules: ours vs torch's ScheduleInterleaved1F1B / ScheduleInterleavedZeroBubble at V = 2 (throughput
+  ratio), and for 1F1B, interleaved 1F1B and zero bubble the measured bubble next to the simulated one
+  (measured costs) and the unit-cost one.
 """
 
 from dataclasses import replace
 from typing import Dict, List
 
 from mimo_runtime.bench.chain import LANG, ChainConfig, chain_plan
+from mimo_runtime.bench.pipeline_rank import SCHEDULES
 from mimo_runtime.bench.stats import median, ratio_spread, spread, step_spans
-from mimo_runtime.schedule import B, F, OPT_STEP, REDUCE_GRADS, Costs, build_schedule, simulate
+from mimo_runtime.schedule import B, F, OPT_STEP, REDUCE_GRADS, W, Costs, build_schedule, simulate
 
 
 def measured_costs(ranks: List[dict], latency: float = 0.0) -> Costs:
@@ -22,12 +26,35 @@ def measured_costs(ranks: List[dict], latency: float = 0.0) -> Costs:
     def per_stage(kind: str) -> Dict[tuple, float]:
         return {(LANG, r): median(d["actions"][kind]) if d["actions"].get(kind) else 0.0 for r, d in enumerate(ranks)}
 
-    return Costs(forward=per_stage(F), backward=per_stage(B), reduce_grads=per_stage(REDUCE_GRADS),
+    return Costs(forward=per_stage(F), backward=per_stage(B), weight=per_stage(W), reduce_grads=per_stage(REDUCE_GRADS),
                  opt_step=per_stage(OPT_STEP), latency=latency)
 
 
 def simulated(cfg: ChainConfig, costs: Costs, slack: int = 0):
-    return simulate(build_schedule(chain_plan(cfg), cfg.microbatches, slack=slack), costs)
+    return simulate(build_schedule(chain_plan(cfg), cfg.microbatches, cfg.schedule, slack=slack), costs)
+
+
+def measured_bubble(cfg: ChainConfig, ranks: List[dict]) -> float:
+    """Median over repetitions of 1 - (busy time of both ranks) / (ranks x step time)."""
+    spans = step_spans([r["ours"] for r in ranks])
+    busy = [sum(b) for b in zip(*[r["busy"] for r in ranks])]
+    return round(median([1 - b / (cfg.stages * s) for b, s in zip(busy, spans)]), 4)
+
+
+def schedule_summary(cfg: ChainConfig, ranks: List[dict], latency: float) -> dict:
+    """Ours vs torch's schedule of the same kind, and the bubble measured, simulated and with unit costs."""
+    ours = step_spans([r["ours"] for r in ranks])
+    theirs = step_spans([r["theirs"] for r in ranks])
+    return {
+        "schedule": cfg.schedule, "vpp": cfg.vpp, "hidden": cfg.hidden, "microbatches": cfg.microbatches,
+        "throughput_ratio": round(median(theirs) / median(ours), 4), "paired_ratio": ratio_spread(theirs, ours),
+        "ours_step_s": spread(ours), "torch_step_s": spread(theirs),
+        "measured_bubble": measured_bubble(cfg, ranks),
+        "simulated_bubble": round(simulated(cfg, measured_costs(ranks, latency)).bubble_fraction, 4),
+        "unit_cost_bubble": round(simulated(cfg, Costs()).bubble_fraction, 4),
+        "median_action_s": {k: round(median(v), 6) for k, v in ranks[0]["actions"].items()},
+        "same_loss": _same(ranks[-1]["ours_loss"], ranks[-1]["theirs_loss"]),
+    }
 
 
 def compare_summary(cfg: ChainConfig, ranks: List[dict], latency: float) -> dict:
@@ -115,6 +142,12 @@ def pipeline_summary(bench, results: List[dict]) -> dict:
         ranks = [r["compare"][hidden] for r in results]
         latency = median([r["latency"][hidden] for r in results])
         out["compare"].append(compare_summary(cfg, ranks, latency))
+    main = replace(bench.base, hidden=bench.sizes[0])
+    latency = median([r["latency"][bench.sizes[0]] for r in results])
+    out["schedules"] = {"1f1b": schedule_summary(main, [r["compare"][bench.sizes[0]] for r in results], latency)}
+    for kind, vpp in SCHEDULES:
+        out["schedules"][kind] = schedule_summary(replace(main, vpp=vpp, schedule=kind),
+                                                  [r["schedules"][kind] for r in results], latency)
     tiny = replace(bench.base, hidden=bench.tiny_hidden, layers=1)
     out["tiny"] = overhead_summary(tiny, [r["tiny"] for r in results])
     by_m = {m: [r["bubble"][m] for r in results] for m in bench.bubble_microbatches}

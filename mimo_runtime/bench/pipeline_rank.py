@@ -1,4 +1,5 @@
-"""What each of the 2 chain ranks runs: ours and torch's interleaved, tiny tensors, bubble vs m, latency.
+"""What each of the 2 chain ranks runs: ours and torch's interleaved, tiny tensors, bubble vs m, latency,
+and ours vs torch's interleaved 1F1B and interleaved zero bubble at V = 2 (same chain, same work per rank).
 
 One process launch per benchmark session (importing torch costs more than a whole measurement), and
 each repetition runs ours and theirs back to back in alternating order, so load that drifts on a
@@ -13,7 +14,8 @@ from typing import Dict, List, Tuple
 from mimo_runtime.bench.chain import ChainConfig
 from mimo_runtime.schedule.actions import COMPUTE_KINDS, OPT_STEP, REDUCE_GRADS
 
-BUSY_KINDS = COMPUTE_KINDS + (REDUCE_GRADS, OPT_STEP)
+BUSY_KINDS = COMPUTE_KINDS + (REDUCE_GRADS, OPT_STEP)  # F, B, W and the step's end
+SCHEDULES = (("interleaved_1f1b", 2), ("zero_bubble", 2))  # (kind, vpp) compared with torch's class of that kind
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ def pipeline_rank(rank: int, world_size: int, bench: PipelineBench) -> dict:
         result["compare"][hidden] = compare(cfg, rank, bench.reps, bench.warmup, bench.slack)
         result["latency"][hidden] = one_way_latency(cfg, rank)
     tiny = replace(bench.base, hidden=bench.tiny_hidden, layers=1)
+    result["schedules"] = {kind: compare(replace(bench.base, hidden=bench.sizes[0], vpp=vpp, schedule=kind), rank,
+                                         bench.reps, bench.warmup) for kind, vpp in SCHEDULES}
     result["tiny"] = compare(tiny, rank, bench.tiny_reps, bench.warmup)
     result["bubble"] = {m: ours_only(replace(bench.base, microbatches=m), rank, bench.bubble_reps, 1)
                         for m in bench.bubble_microbatches}

@@ -11,8 +11,10 @@ from typing import List, Optional, Tuple
 import torch
 
 from mimo_runtime.bench.chain import LANG, ChainCompute, ChainConfig, batch, build_stage, chain_loss, chain_plan
-from mimo_runtime.comm.release import list_releases
+from mimo_runtime.comm.lowering import lower_plan
+from mimo_runtime.comm.release import list_releases, program_releases
 from mimo_runtime.schedule import build_schedule
+from mimo_runtime.schedule.actions import RECV_KINDS, SEND_KINDS
 from mimo_runtime.train.executor import Executor
 
 LR = 1e-3
@@ -29,7 +31,14 @@ class OursChain:
                                  transport)
         self.schedule = build_schedule(self.plan, cfg.microbatches, cfg.schedule, slack=slack)
         self.actions = self.schedule.for_rank(self.plan, rank)
-        self.released = list_releases(self.schedule, self.plan)[rank]  # sends completed as soon as known taken
+        # bare lists match messages in posting order per rank pair; where an interleaved list receives
+        # in another order than its peer sends (schedule/validate.py), run the lowered program instead;
+        # sends are completed as soon as they are known taken (comm/release.py)
+        if _same_order_per_pair(self.schedule, self.plan):
+            self.program, self.released = None, list_releases(self.schedule, self.plan)[rank]
+        else:
+            programs = lower_plan(self.schedule, self.plan)
+            self.program, self.released = programs[rank], program_releases(programs)[rank]
         self.loss = 0.0
 
     def _opt_step(self, st) -> None:
@@ -39,7 +48,7 @@ class OursChain:
 
     def step(self, s: int) -> None:
         self.executor.trace.clear()
-        self.executor.run_step(self.actions, s, released=self.released)
+        self.executor.run_step(self.actions, s, program=self.program, released=self.released)
 
     @property
     def trace(self) -> List[Tuple[str, float, float]]:
@@ -48,6 +57,20 @@ class OursChain:
 
 TORCH_SCHEDULES = {"1f1b": "Schedule1F1B", "interleaved_1f1b": "ScheduleInterleaved1F1B",
                    "zero_bubble": "ScheduleInterleavedZeroBubble"}
+
+
+def _same_order_per_pair(schedule, plan) -> bool:
+    """Whether every rank receives from each peer in the order that peer sends to it."""
+    lists = [schedule.for_rank(plan, r) for r in range(plan.world_size)]
+    for r, acts in enumerate(lists):
+        for peer in range(plan.world_size):
+            if peer == r:
+                continue
+            sent = [(a.kind[-1], a.mb, a.peer_chunk) for a in acts if a.kind in SEND_KINDS and a.peer[1] == peer]
+            got = [(a.kind[-1], a.mb, a.chunk) for a in lists[peer] if a.kind in RECV_KINDS and a.peer[1] == r]
+            if sent != got:
+                return False
+    return True
 
 
 class TorchChain:

@@ -140,8 +140,10 @@ def build_model(plan: Plan, groups: Mapping[str, Any], rank: int, seed: int, bac
 
     ctx = BuildContext(plan, rank, seed, {n: g.pgs for n, g in groups.items()},
                        {n: g.grid for n, g in groups.items()}, backend)
+    _check_chunked_modules(plan)
     with torch.device(device) if device is not None else nullcontext():
         model = MimoModel(model_config(ctx), rank=rank)
+    _check_chunks(model, plan)
     if device is not None:
         model.to(device)
     _check_layer_split(model)
@@ -155,3 +157,23 @@ def build_model(plan: Plan, groups: Mapping[str, Any], rank: int, seed: int, bac
         if m.frozen and name != LANG:
             freeze_encoder(model, name)
     return model
+
+
+def _check_chunked_modules(plan: Plan) -> None:
+    """Interleaved chunks run on the language model only (model/mimo.py builds them from its spec)."""
+    for name, m in plan.modules.items():
+        if name != LANG and m.vpp > 1:
+            raise TopologyError(plan.topology.source, f"modules.{name}.parallel.vpp",
+                                f"{m.vpp}: interleaved chunks run on the language module only; use vpp 1 here")
+
+
+def _check_chunks(model, plan: Plan) -> None:
+    """A factory's language config must ask megatron for the topology's chunks."""
+    lang = plan.modules.get(LANG)
+    if model.language_model is None or lang is None or lang.pp == 1 or model.num_chunks == lang.vpp:
+        return
+    text, _, field = model_factory(plan.topology)
+    raise TopologyError(plan.topology.source, field,
+                        f"{text} returned a language TransformerConfig with virtual_pipeline_model_parallel_size="
+                        f"{model.num_chunks if model.num_chunks > 1 else None}, but modules.language.parallel.vpp is "
+                        f"{lang.vpp}; set it to {lang.vpp} (megatron's interleaving)")

@@ -4,17 +4,17 @@ megatron 0.16.1's linears compute the weight gradient inside their own backward
 (`LinearWithGradAccumulationAndAsyncCommunication`), so a schedule cannot move it into a bubble.
 `split_weight_gradients(model, queue)` gives every column- and row-parallel linear of `model` (the
 transformer layers' qkv/proj/fc1/fc2, the output layer, the projectors; plain torch Linears too: the
-benchmark chain, user encoders) a matmul whose backward
-computes only the input gradient (all-reduced over TP exactly where megatron's is) and hands
+benchmark chain, user encoders) a matmul whose backward computes only the input gradient (all-reduced over TP exactly where megatron's is) and hands
 (input, output gradient) to `queue` under the key being recorded (the B action's microbatch). The
 W action then computes grad_weight = grad_out^T @ input (and the bias's sum, for a bias inside the
 matmul) and accumulates it into `.grad`, the same products megatron's backward forms.
 
 What stays in B: embeddings, norms, convolution stems, and biases added outside the matmul
 (`skip_bias_add`, the row-parallel linear's bias after its all-reduce): small next to the linears'
-weight gradients. Frozen weights keep megatron's frozen path. On the portable backend only:
-transformer-engine's linears (GPU) keep their own backward. A model never given to
-`split_weight_gradients` runs megatron's code path unchanged.
+weight gradients. Frozen weights keep megatron's frozen path, and so do linears running under
+autocast (`precision: bf16`, train/precision.py), whose matmul sees a cast copy of the weight.
+On the portable backend only: transformer-engine's linears (GPU) keep their own backward. A model
+never given to `split_weight_gradients` runs megatron's code path unchanged.
 """
 
 import contextlib
@@ -102,7 +102,8 @@ def _split_forward_impl(module, queue: WeightGradQueue):
 
     def forward_impl(input, weight, bias=None, gradient_accumulation_fusion=False, allreduce_dgrad=False,
                      sequence_parallel=False, grad_output_buffer=None, wgrad_deferral_limit=None, tp_group=None):
-        if not weight.requires_grad or grad_output_buffer is not None or not torch.is_grad_enabled():
+        if not weight.requires_grad or grad_output_buffer is not None or not torch.is_grad_enabled() or \
+                torch.is_autocast_enabled(input.device.type):  # precision: bf16 casts the weight: not split
             return original(input, weight, bias=bias, gradient_accumulation_fusion=gradient_accumulation_fusion,
                             allreduce_dgrad=allreduce_dgrad, sequence_parallel=sequence_parallel,
                             grad_output_buffer=grad_output_buffer, wgrad_deferral_limit=wgrad_deferral_limit,

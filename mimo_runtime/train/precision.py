@@ -19,15 +19,15 @@ from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
 DTYPES = {"bf16": torch.bfloat16}
 
 
-def module_root(model, name: str) -> torch.nn.Module:
-    return model.language_model if name == LANG else model.modality_submodules[name]
+def module_roots(model, name: str):
+    """The module's root modules on this rank: every interleaved chunk of the language model."""
+    return model.language_modules() if name == LANG else [model.modality_submodules[name]]
 
 
 def apply_precision(model, plan: Plan, rank: int) -> None:
     for name in plan.modules_on(rank):
         dtype = DTYPES.get(plan.topology.modules[name].precision)
-        if dtype is not None:
-            root = module_root(model, name)
+        for root in module_roots(model, name) if dtype is not None else []:
             device_type = next(root.parameters()).device.type
             root.forward = autocast_forward(root.forward, device_type, dtype)
             for layer in root.modules():

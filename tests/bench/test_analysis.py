@@ -3,7 +3,7 @@
 import pytest
 
 from mimo_runtime.bench import bridge_bytes
-from mimo_runtime.bench.analysis import compare_summary, measured_costs, overhead_summary
+from mimo_runtime.bench.analysis import compare_summary, measured_costs, overhead_summary, schedule_summary
 from mimo_runtime.bench.chain import ChainConfig
 from mimo_runtime.bench.run import GOALS, _met
 from mimo_runtime.bench.stats import ratio_spread, spread, step_spans
@@ -41,6 +41,15 @@ def test_makespan_ratio_divides_by_the_simulated_1f1b_makespan_of_the_measured_c
 def test_overhead_per_action_is_what_the_step_adds_to_compute_per_listed_action():
     s = overhead_summary(CFG, [rank_data(0.15 + 0.034, 0.2), rank_data(0.15 + 0.034, 0.2)])
     assert s["overhead_per_action_ms"] == pytest.approx(1.0, rel=1e-3)  # 34 ms over 34 actions
+
+
+def test_interleaved_and_zero_bubble_unit_cost_bubbles_are_below_1f1b():
+    data = [rank_data(0.2, 0.3), rank_data(0.2, 0.3)]
+    bubbles = {kind: schedule_summary(ChainConfig(hidden=16, microbatches=4, vpp=vpp, schedule=kind), data,
+                                      latency=0.0)["unit_cost_bubble"]
+               for kind, vpp in (("1f1b", 1), ("interleaved_1f1b", 2), ("zero_bubble", 2))}
+    assert bubbles["1f1b"] == pytest.approx(1 / 5)  # (p-1)/(m+p-1)
+    assert bubbles["interleaved_1f1b"] < bubbles["1f1b"] and bubbles["zero_bubble"] < bubbles["1f1b"]
 
 
 def test_measured_costs_are_per_stage_medians():

@@ -80,3 +80,17 @@ def test_virtual_stages_in_order_compute_the_colocated_logits(reference, ranks):
         out, _ = model(input_ids=ids, position_ids=pos, chunk=chunk)
         hidden = out if stage == PP * VPP - 1 else out["language"]
     torch.testing.assert_close(hidden, want, rtol=1e-5, atol=1e-6)
+
+
+def test_interleaved_encoders_are_refused_with_the_field_named():
+    from mimo_runtime.errors import TopologyError
+    from mimo_runtime.model.factory import _check_chunked_modules
+    from mimo_runtime.plan import make_plan
+    from tests.train.equivalence import topology
+
+    topo = topology("tiny-vlm-8", {"images": {"kind": "encoder", "ranks": 2, "parallel": {"pp": 2, "vpp": 2}},
+                                 "language": {"kind": "language", "ranks": 2, "parallel": {"pp": 2, "vpp": 2}}},
+                    schedule="interleaved_1f1b")
+    with pytest.raises(TopologyError, match=r"modules\.images\.parallel\.vpp: 2: interleaved chunks run on the "
+                                            r"language module only"):
+        _check_chunked_modules(make_plan(topo))
