@@ -7,10 +7,12 @@ needs the rows of other samples. `exchange_rows` moves them along the bridge's r
 autograd: forward sends rows, backward sends their gradients back. Each is one p2p group on the
 bridge's GroupTransport, the ops lowered by comm/lowering.py (`RankOps.inner`), so it runs under the
 strict (NCCL-like) transport and under NCCL. Every rank builds the same graph, so every rank runs
-the backward exchanges in the same order, the reverse of the forward's.
+the backward exchanges in the same order, the reverse of the forward's. Rows travel in the wire
+dtype (bf16 when both modules compute in bf16, train/precision.py) and come back in the rows' dtype;
+their gradients travel in the wire dtype too.
 """
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -30,6 +32,8 @@ class _Exchange(torch.autograd.Function):
         return rows, None, None, None
 
 
-def exchange_rows(rows: torch.Tensor, bridge: Bridge, enc_rows: Sequence[int], lang_rows: Sequence[int]) -> torch.Tensor:
+def exchange_rows(rows: torch.Tensor, bridge: Bridge, enc_rows: Sequence[int], lang_rows: Sequence[int],
+                  wire_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """Rows of this rank's encoder samples in -> rows of its language samples out (differentiable)."""
-    return _Exchange.apply(rows, bridge, enc_rows, lang_rows)
+    wire = rows if wire_dtype is None else rows.to(wire_dtype)  # the casts' backward casts the gradients
+    return _Exchange.apply(wire, bridge, enc_rows, lang_rows).to(rows.dtype)

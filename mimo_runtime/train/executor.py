@@ -157,7 +157,7 @@ class Executor:
             shape = largest(name) if m.pp > 1 else None
             if shape is None:
                 continue
-            nbytes = math.prod(shape) * self.compute.dtype.itemsize
+            nbytes = math.prod(shape) * self._wire(name).itemsize
             for pp in (c.pp - 1, c.pp + 1):
                 if 0 <= pp < m.pp:
                     peer = m.rank(tp=c.tp, cp=c.cp, dp=c.dp, pp=pp)
@@ -169,7 +169,13 @@ class Executor:
         """Whether this stage-to-stage transfer goes through shared memory (both sides decide alike)."""
         if self.local is None or shape is None:
             return False
-        return self.local.carries(self._peer_rank(a), math.prod(shape) * self.compute.dtype.itemsize, sending)
+        return self.local.carries(self._peer_rank(a), math.prod(shape) * self._wire(a.module).itemsize, sending)
+
+    def _wire(self, module: str, peer: Optional[str] = None) -> torch.dtype:
+        """What a message of `module` to its own stages, or across the bridge to `peer`, travels in:
+        bf16 when both sides compute in bf16 (train/precision.py), else the compute's dtype."""
+        wire = getattr(self.compute, "wire_dtype", None)
+        return self.compute.dtype if wire is None else wire(module, peer)
 
     def _peer_rank(self, a) -> int:
         """The same (tp, cp, dp) coordinates on the neighbouring pipeline stage."""
@@ -191,27 +197,27 @@ class Executor:
         shapes = [self._known_shape(a, st) for a in recvs]
         gloo = [not self._shm(a, s, sending=False) for a, s in zip(recvs, shapes)]
         recvs, shapes = [a for a, g in zip(recvs, gloo) if g], [s for s, g in zip(shapes, gloo) if g]
-        if recvs and all(s is not None for s in shapes):
+        wires = {self._wire(a.module) for a in recvs}  # one dtype per inbox
+        if recvs and all(s is not None for s in shapes) and len(wires) == 1:
             self.inbox.expect([(self._peer_rank(a), (a.kind, a.chunk, a.mb), self._peer_rank(a), shape)
-                               for a, shape in zip(recvs, shapes)], self.compute.dtype, self.compute.device)
+                               for a, shape in zip(recvs, shapes)], wires.pop(), self.compute.device)
 
     def _recv(self, a, key: str, st: StepState) -> torch.Tensor:
         if (a.kind, a.chunk, a.mb) in self.inbox:
             return self.inbox.take((a.kind, a.chunk, a.mb))
         shape = self._known_shape(a, st)
-        c = self.compute
+        c, wire = self.compute, self._wire(a.module)
         if self._shm(a, shape, sending=False):
-            return self.local.recv(self._peer_rank(a), shape, c.dtype, c.device)
-        return recv_tensors([key], self._peer_rank(a), c.dtype, c.device, self.stats, self.timeout_s,
+            return self.local.recv(self._peer_rank(a), shape, wire, c.device)
+        return recv_tensors([key], self._peer_rank(a), wire, c.device, self.stats, self.timeout_s,
                             None if shape is None else {key: shape}, self.progress)[key]
 
     def _send(self, a, key: str, t: torch.Tensor, st: StepState) -> None:
         shape = self._known_shape(a, st)
         if shape is not None and tuple(t.shape) != tuple(shape):
             raise ValueError(f"{a}: sending shape {tuple(t.shape)} but compute.p2p_shape promised {tuple(shape)}")
+        t = t.to(self._wire(a.module))  # the sender casts: the receiver allocates the wire dtype
         if self._shm(a, shape, sending=True):
-            if t.dtype != self.compute.dtype:
-                raise ValueError(f"{a}: sending {t.dtype} but the receiver expects {self.compute.dtype}")
             return self.local.send(t, self._peer_rank(a))
         send_tensors({key: t}, self._peer_rank(a), self.outbox, self.stats, header=shape is None)
 
@@ -224,7 +230,8 @@ class Executor:
             grad = st.train and self.trainable.get(a.module, True) and \
                 (a.module == LANG or not self.plan.modules[a.module].frozen)
         else:
-            got = self.bridges[pmod].recv_forward(c.language_rows(pmod, *self._at(a, st)), c.hidden, c.dtype, c.device)
+            got = self.bridges[pmod].recv_forward(c.language_rows(pmod, *self._at(a, st)), c.hidden,
+                                                  self._wire(a.module, pmod), c.device)
             grad = st.train and self.trainable.get(pmod, True)
         st.inputs.setdefault(_key(a), {})[pmod] = got.requires_grad_(grad)
 
@@ -235,7 +242,8 @@ class Executor:
         if a.peer[0] == a.module:
             self._send(a, a.module, out.detach(), st)  # the transport holds its own reference to the storage
         else:
-            self.bridges[a.module].send_forward(out, self.compute.encoder_rows(a.module, *self._at(a, st)))
+            self.bridges[a.module].send_forward(out.detach().to(self._wire(a.module, a.peer[0])),
+                                                self.compute.encoder_rows(a.module, *self._at(a, st)))
         self._free_output(_key(a), st)
 
     def _free_output(self, key: Tuple[int, int], st: StepState) -> None:
@@ -257,7 +265,8 @@ class Executor:
             st.out_grads[_key(a)] = self._recv(a, a.module, st)
         else:
             rows = c.encoder_rows(a.module, *self._at(a, st))
-            st.out_grads[_key(a)] = self.bridges[a.module].recv_backward(rows, c.hidden, c.dtype, c.device)
+            st.out_grads[_key(a)] = self.bridges[a.module].recv_backward(rows, c.hidden, self._wire(a.module, a.peer[0]),
+                                                                         c.device)
 
     def _send_b(self, a, st: StepState) -> None:
         pmod = a.peer[0]
@@ -266,7 +275,8 @@ class Executor:
         if pmod == a.module:
             self._send(a, pmod, g, st)
         else:
-            self.bridges[pmod].send_backward(g, self.compute.language_rows(pmod, *self._at(a, st)))
+            self.bridges[pmod].send_backward(g.to(self._wire(a.module, pmod)),
+                                             self.compute.language_rows(pmod, *self._at(a, st)))
 
     # ---- lowered p2p groups: every op of the group posted at once, shapes known on both sides ----
     def _group(self, g, st: StepState) -> None:
@@ -299,7 +309,7 @@ class Executor:
             else:
                 x = st.inputs[_key(a)].pop(a.peer[0])
                 t = x.grad if x.grad is not None else torch.zeros_like(x)
-            t = t.detach()
+            t = t.detach().to(self._wire(a.module, a.peer[0]))  # the sender casts to the wire dtype
             if bridge:
                 blocks = (self.bridges[a.module].forward_blocks(t, c.encoder_rows(a.module, *self._at(a, st)))
                           if kind == "SEND_F" else
@@ -313,7 +323,7 @@ class Executor:
             return self._bridge_receive(a, st)
         shape = self._stage_shape(a, st) if kind == "RECV_F" else \
             tuple(st.out_shapes.get(_key(a), st.outputs[_key(a)].shape))
-        buf = torch.empty(shape, dtype=c.dtype, device=c.device)
+        buf = torch.empty(shape, dtype=self._wire(a.module), device=c.device)
 
         def done() -> None:
             if kind == "RECV_B":
@@ -334,16 +344,16 @@ class Executor:
         return tuple(shape)
 
     def _bridge_receive(self, a, st: StepState):
-        c = self.compute
+        c, wire = self.compute, self._wire(a.module, a.peer[0])
         if a.kind == "RECV_F":
             pmod = a.peer[0]
             bridge = self.bridges[pmod]
             want = bridge.embedding_rows(c.language_rows(pmod, *self._at(a, st)))
-            bufs = [torch.empty((n, c.hidden), dtype=c.dtype, device=c.device) for _, n in want]
+            bufs = [torch.empty((n, c.hidden), dtype=wire, device=c.device) for _, n in want]
 
             def done() -> None:
                 self._keep_relays(a, bridge.fwd, [r for r, _ in want], bufs)
-                got = torch.cat(bufs) if bufs else torch.empty((0, c.hidden), dtype=c.dtype, device=c.device)
+                got = torch.cat(bufs) if bufs else torch.empty((0, c.hidden), dtype=wire, device=c.device)
                 st.inputs.setdefault(_key(a), {})[pmod] = got.requires_grad_(st.train and self.trainable.get(pmod, True))
 
             return [("recv", r.src, b) for (r, _), b in zip(want, bufs)], done
@@ -351,11 +361,11 @@ class Executor:
         bridge = self.bridges[a.module]
         where = bridge.gradient_index(rows)
         total = sum(len(x) if not isinstance(x, int) else x for x in rows)
-        bufs = [torch.empty((idx.numel(), c.hidden), dtype=c.dtype, device=c.device) for _, idx in where]
+        bufs = [torch.empty((idx.numel(), c.hidden), dtype=wire, device=c.device) for _, idx in where]
 
         def done() -> None:
             self._keep_relays(a, bridge.bwd, [r for r, _ in where], bufs)
-            out = torch.zeros((total, c.hidden), dtype=c.dtype, device=c.device)
+            out = torch.zeros((total, c.hidden), dtype=wire, device=c.device)
             for (_, idx), b in zip(where, bufs):
                 out.index_copy_(0, idx.to(c.device), b)
             st.out_grads[_key(a)] = out
@@ -379,6 +389,8 @@ class Executor:
         grad = st.out_grads.pop(_key(a), None)
         if not out.requires_grad:
             return
+        if grad is not None and grad.dtype != out.dtype:  # it came in the wire dtype (bf16)
+            grad = grad.to(out.dtype)
         freed = st.out_shapes.pop(_key(a), None) is not None
         deferring = getattr(self.compute, "deferring_weight_grads", None)  # zero-bubble computes only
         with deferring(a.module, a.chunk, *self._at(a, st)) if deferring else contextlib.nullcontext():

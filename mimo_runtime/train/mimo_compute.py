@@ -21,6 +21,7 @@ from mimo_runtime.train.feed import Feeder
 from mimo_runtime.train.grads import all_reduce_grads
 from mimo_runtime.train.sequence_cut import count_cut_captions
 from mimo_runtime.train.optim import loss_share, module_parameters
+from mimo_runtime.train.precision import wire_dtype
 
 COLOCATED = "*"
 
@@ -57,6 +58,11 @@ class MimoCompute:
             return []
         lang = self.plan.modules[LANG]
         return [n for n, m in self.plan.encoders.items() if (m.tp, m.cp, m.dp) != (lang.tp, lang.cp, lang.dp)]
+
+    def wire_dtype(self, module: str, peer: Optional[str] = None) -> torch.dtype:
+        """What `module`'s messages to its own stages (peer None or itself) or across the bridge to
+        `peer` travel in: bf16 when every module involved computes in bf16 (train/precision.py)."""
+        return wire_dtype(self.plan, {module, peer or module} - {COLOCATED}, self.dtype)
 
     # ---- data the bridge needs ----
     def _tokens(self, module: str, step: int, mb: int) -> Dict[str, torch.Tensor]:
@@ -145,6 +151,9 @@ class MimoCompute:
     # ---- forward ----
     def forward(self, module: str, step: int, mb: int, inputs: Dict[str, torch.Tensor], st,
                 chunk: int = 0) -> torch.Tensor:
+        # received bf16 (the wire dtype) stays the autograd leaf: the module computes from an fp32 cast
+        # of it and the leaf's gradient, sent back, is bf16 too
+        inputs = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in inputs.items()}
         if module == LANG:
             return self._forward_language(step, mb, inputs, st, chunk)
         if chunk:
@@ -179,7 +188,8 @@ class MimoCompute:
         relaid = self._relaid_encoders()
 
         def redistribute(embeddings: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-            return {n: exchange_rows(e, self.bridges[n], self.encoder_rows(n, step, mb), self.language_rows(n, step, mb))
+            return {n: exchange_rows(e, self.bridges[n], self.encoder_rows(n, step, mb), self.language_rows(n, step, mb),
+                                     self.wire_dtype(n, LANG))
                     if n in relaid else e for n, e in embeddings.items()}
 
         self.model.colocated_bridge = redistribute if relaid else None

@@ -1,11 +1,13 @@
 """Per-module compute precision: `precision: bf16` runs a module's forward (and so its backward)
-under autocast, with fp32 master weights, fp32 gradients and fp32 tensors at module boundaries.
+under autocast, with fp32 master weights and fp32 gradients.
 
 Parameters stay fp32 (autocast casts them per op), so `.grad` is fp32 and the gradient reduction
 over dp_cp, the global norm, clipping and the optimizer step are all fp32 (megatron's "fp32 main
-params and grads"). Outputs are cast back to fp32 so the loss, the bridge and pipeline P2P carry
-fp32 whatever each module computes in. CUDA runs take the same path (autocast on the GPU, fp32
-boundaries): bf16 transfers across the bridge and stages are not implemented yet.
+params and grads"). Outputs are cast back to fp32, so the loss is fp32. What crosses a boundary
+between ranks travels in `wire_dtype`: bf16 when every module on both sides computes in bf16
+(a stage's hidden states, the bridge's embedding rows, and their gradients back), half the bytes
+of fp32; the sender casts, the receiver keeps the bf16 tensor as the autograd leaf (so the gradient
+it sends back is bf16 too) and hands the module an fp32 cast of it. CUDA runs take the same path.
 """
 
 import functools
@@ -17,6 +19,14 @@ from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParall
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
 
 DTYPES = {"bf16": torch.bfloat16}
+
+
+def wire_dtype(plan: Plan, modules, compute_dtype: torch.dtype = torch.float32) -> torch.dtype:
+    """The dtype of a message between `modules` (one module's stages, or an encoder and the language
+    model across the bridge): bf16 only when all of them compute in bf16, so an fp32 module never
+    sees (nor sends) values rounded to bf16; otherwise the parameters' dtype, bit for bit as before."""
+    dtypes = {DTYPES.get(plan.topology.modules[name].precision) for name in modules}
+    return dtypes.pop() if len(dtypes) == 1 and None not in dtypes else compute_dtype
 
 
 def module_roots(model, name: str):
