@@ -4,6 +4,8 @@ Forward: each encoder rank slices its output rows by destination (routes.py) and
 each language rank receives its samples' rows from every source in sample order and checks
 the row count against its own input_ids (the shape handshake). Backward: the reverse.
 Rows are `(num_rows, hidden)`, sample by sample, as `align_embeddings_by_token_positions` expects.
+Blocks travel in the dtype they are given and receivers allocate the dtype they are told: the
+executor passes the wire dtype (bf16 when both modules compute in bf16, train/precision.py).
 
 When the language model cuts its sequences over several slots (context parallelism, or sequence
 parallelism: plan/sequence.py), the encoder side describes each sample by the slot of each of its
