@@ -20,8 +20,8 @@ DTYPES = {"bf16": torch.bfloat16}
 
 
 def module_roots(model, name: str):
-    """The module's root modules on this rank: every interleaved chunk of the language model."""
-    return model.language_modules() if name == LANG else [model.modality_submodules[name]]
+    """The module's root modules on this rank: every interleaved chunk."""
+    return model.language_modules() if name == LANG else model.encoder_chunks(name)
 
 
 def apply_precision(model, plan: Plan, rank: int) -> None:

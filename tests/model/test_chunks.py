@@ -82,15 +82,47 @@ def test_virtual_stages_in_order_compute_the_colocated_logits(reference, ranks):
     torch.testing.assert_close(hidden, want, rtol=1e-5, atol=1e-6)
 
 
-def test_interleaved_encoders_are_refused_with_the_field_named():
-    from mimo_runtime.errors import TopologyError
-    from mimo_runtime.model.factory import _check_chunked_modules
-    from mimo_runtime.plan import make_plan
-    from tests.train.equivalence import topology
+ENC_PP = 2
+ENC_GRIDS = {"images": fake_grid(0, pp=ENC_PP), "language": fake_grid(ENC_PP)}
 
-    topo = topology("tiny-vlm-8", {"images": {"kind": "encoder", "ranks": 2, "parallel": {"pp": 2, "vpp": 2}},
-                                 "language": {"kind": "language", "ranks": 2, "parallel": {"pp": 2, "vpp": 2}}},
-                    schedule="interleaved_1f1b")
-    with pytest.raises(TopologyError, match=r"modules\.images\.parallel\.vpp: 2: interleaved chunks run on the "
-                                            r"language module only"):
-        _check_chunked_modules(make_plan(topo))
+
+def _encoder_rank(rank: int):
+    pgs = {"images": fake_pgs((0, 1), (rank, ENC_PP)), "language": fake_pgs()}
+    return build_mimo_model("tiny-vlm-8", SEED, {"images": (1, ENC_PP), "language": (1, 1)}, pgs, ENC_GRIDS, rank,
+                            encoder_vpp={"images": VPP})
+
+
+def test_an_interleaved_encoder_is_the_colocated_encoder_in_virtual_stages():
+    """images pp2 vpp2: rank p's chunk c holds layer c*pp+p, patchify in the first virtual stage, final norm
+    and projection in the last (rank pp-1's chunk V-1); run in order, they give the colocated rows."""
+    from mimo_runtime.model.inputs import ENCODER_INPUTS, IMAGE_SHAPE
+
+    reference = build_mimo_model("tiny-vlm-8", SEED, {"images": (1, 1), "language": (1, 1)},
+                                 {"images": fake_pgs(), "language": fake_pgs()})
+    ranks = [_encoder_rank(r) for r in range(ENC_PP)]
+    ref = dict(global_parameters(reference))
+    held = set()
+    for rank, model in enumerate(ranks):
+        chunks = model.encoder_chunks("images")
+        assert len(chunks) == VPP
+        params = global_parameters(model)
+        assert _layers(params) == {rank, ENC_PP + rank}
+        for name, (param, pdim, tp_rank, tp_size) in params.items():
+            torch.testing.assert_close(param.detach(), shard_of(ref[name][0].detach(), pdim, tp_rank, tp_size),
+                                       rtol=0, atol=0, msg=lambda m: f"{name}: {m}")
+        held |= set(params)
+        for c, sub in enumerate(chunks):
+            assert bool(sub.input_projections) == (rank == ENC_PP - 1 and c == VPP - 1)
+            assert hasattr(next(iter(sub.encoders.values())), "patch_embed") == (rank == 0 and c == 0)
+    assert held == {n for n in ref if n.startswith("modality_submodules.images.")}
+    key = ENCODER_INPUTS["images"][0]
+    pixels = torch.randn(3, *IMAGE_SHAPE)
+    want = reference.modality_submodules["images"](encoder_inputs={key: {"pixels": pixels}})
+    hidden = None
+    for stage in range(ENC_PP * VPP):
+        model, chunk = ranks[stage % ENC_PP], stage // ENC_PP
+        model.set_input_tensor(None if stage == 0 else {"images": hidden})
+        raw = {"images": {key: {"pixels": pixels}}} if stage == 0 else None
+        out, _ = model(input_ids=None, modality_inputs=raw, chunk=chunk)
+        hidden = out["images"]
+    torch.testing.assert_close(hidden, want, rtol=1e-5, atol=1e-6)
