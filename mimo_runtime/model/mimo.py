@@ -394,6 +394,10 @@ class MimoModel(MegatronModule):
         out = {}
         for name, sub in self.modality_submodules.items():
             out.update(sub.sharded_state_dict(f"{prefix}modality_submodules.{name}.", sharded_offsets, metadata))
+            # an interleaved encoder's other chunks: the encoder's keys (megatron offsets layers by vp_stage)
+            for c, chunk in enumerate(self.encoder_chunks(name)[1:]):
+                out[f"{prefix}modality_chunks.{name}.{c}"] = chunk.sharded_state_dict(
+                    f"{prefix}modality_submodules.{name}.", sharded_offsets, metadata)
         for c, lm in enumerate(self.language_modules()):
             md = dict(metadata or {})
             md["dp_cp_group"] = lm.pg_collection.dp_cp

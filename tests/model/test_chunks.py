@@ -126,3 +126,16 @@ def test_an_interleaved_encoder_is_the_colocated_encoder_in_virtual_stages():
         out, _ = model(input_ids=None, modality_inputs=raw, chunk=chunk)
         hidden = out["images"]
     torch.testing.assert_close(hidden, want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_interleaved_encoders_checkpoint_keys_do_not_depend_on_vpp():
+    def encoder_layout(models):
+        return {k: v for k, v in _layout(models).items() if k.startswith("modality_submodules.images.")}
+
+    plain = [build_mimo_model("tiny-vlm-8", SEED, {"images": (1, ENC_PP), "language": (1, 1)},
+                              {"images": fake_pgs((0, 1), (r, ENC_PP)), "language": fake_pgs()}, ENC_GRIDS, r)
+             for r in range(ENC_PP)]
+    want = encoder_layout(plain)
+    assert want["modality_submodules.images.encoders.digits_vit.block.layers.mlp.linear_fc1.weight"][1] == \
+        [(i,) for i in range(4)]
+    assert encoder_layout([_encoder_rank(r) for r in range(ENC_PP)]) == want
