@@ -4,7 +4,8 @@ under the strict transport), and checkpoints move between vpp=2 and vpp=1 by glo
 One spawn per world size runs every case of that size (process start-up dominates on this machine):
     2 ranks  tiny-lm    language pp2 vpp2: interleaved_1f1b, zero_bubble; checkpoints vpp2 -> vpp1, vpp1 -> vpp2
     4 ranks  tiny-lm-8  language pp4 vpp2: interleaved_1f1b, zero_bubble
-             tiny-vlm-8 images pp2 vpp2 -> language pp2 vpp2: interleaved_1f1b; its checkpoint resumes on images vpp1
+             tiny-vlm-8 images pp2 vpp2 -> language pp2 vpp2: interleaved_1f1b (its checkpoint resumes on
+                        images vpp1), zero_bubble
     6 ranks  tiny-vlm   images dp2 -> language tp2 pp2: vpp2 interleaved_1f1b, vpp1 zero_bubble (ZB-H1)
 """
 
@@ -33,10 +34,10 @@ def _vlm(vpp: int, schedule: str):
                     schedule=schedule)
 
 
-def _vlm8(images_vpp: int):
+def _vlm8(images_vpp: int, schedule: str = "interleaved_1f1b"):
     return topology("tiny-vlm-8", {"images": {**ENC, "ranks": 2, "parallel": {"pp": 2, "vpp": images_vpp}},
                                    "language": {**LANG, "ranks": 2, "parallel": {"pp": 2, "vpp": 2}}},
-                    schedule="interleaved_1f1b")
+                    schedule=schedule)
 
 
 EQUIVALENCE = {
@@ -47,6 +48,7 @@ EQUIVALENCE = {
     "encoder_dp2_to_language_tp2_pp2_vpp2_interleaved": (6, _vlm(2, "interleaved_1f1b")),
     "encoder_dp2_to_language_tp2_pp2_zero_bubble": (6, _vlm(1, "zero_bubble")),
     "encoder_pp2_vpp2_to_language_pp2_vpp2_interleaved": (4, _vlm8(2)),
+    "encoder_pp2_vpp2_to_language_pp2_vpp2_zero_bubble": (4, _vlm8(2, "zero_bubble")),
 }
 VPP1, VPP2 = _lm("tiny-lm", 2, 1, "1f1b"), EQUIVALENCE["language_pp2_vpp2_interleaved"][1]
 ENCODER_VPP1 = _vlm8(1)
