@@ -416,9 +416,9 @@ def encoder_chunk_count(spec) -> int:
     `virtual_pipeline_model_parallel_size` under pp > 1 (megatron's field, as for the language model)."""
     encoders = list((spec.submodules or {}).get("encoders", {}).values())
     config = (encoders[0].params or {}).get("config") if len(encoders) == 1 else None
-    if config is None or (config.pipeline_model_parallel_size or 1) == 1:
+    if (getattr(config, "pipeline_model_parallel_size", None) or 1) == 1:  # None, or an HF config
         return 1
-    return config.virtual_pipeline_model_parallel_size or 1
+    return getattr(config, "virtual_pipeline_model_parallel_size", None) or 1
 
 
 def language_chunk_specs(spec):
