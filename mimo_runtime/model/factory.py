@@ -169,8 +169,8 @@ def _check_chunks(model, plan: Plan) -> None:
         built = model.num_chunks if name == LANG else len(model.encoder_chunks(name))
         if built == m.vpp:
             continue
-        which = "language" if name == LANG else f"'{name}' encoder"
+        which = "a language" if name == LANG else f"the '{name}' encoder's"
         raise TopologyError(plan.topology.source, field,
-                            f"{text} returned a {which} TransformerConfig with virtual_pipeline_model_parallel_size="
+                            f"{text} returned {which} TransformerConfig with virtual_pipeline_model_parallel_size="
                             f"{built if built > 1 else None}, but modules.{name}.parallel.vpp is "
                             f"{m.vpp}; set it to {m.vpp} (megatron's interleaving)")

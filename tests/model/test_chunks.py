@@ -139,3 +139,23 @@ def test_an_interleaved_encoders_checkpoint_keys_do_not_depend_on_vpp():
     assert want["modality_submodules.images.encoders.digits_vit.block.layers.mlp.linear_fc1.weight"][1] == \
         [(i,) for i in range(4)]
     assert encoder_layout([_encoder_rank(r) for r in range(ENC_PP)]) == want
+
+
+def test_a_factory_whose_encoder_config_lacks_the_topologys_vpp_is_one_error():
+    from types import SimpleNamespace
+
+    from mimo_runtime.errors import TopologyError
+    from mimo_runtime.model.factory import _check_chunks
+    from mimo_runtime.plan import make_plan
+    from tests.train.equivalence import topology
+
+    topo = topology("tiny-vlm-8", {"images": {"kind": "encoder", "ranks": 2, "parallel": {"pp": 2, "vpp": 2}},
+                                 "language": {"kind": "language", "ranks": 2, "parallel": {"pp": 2, "vpp": 2}}},
+                    schedule="interleaved_1f1b")
+    plan = make_plan(topo)
+    _check_chunks(_encoder_rank(0), plan)  # the preset asks megatron for the chunks
+    one_chunk = SimpleNamespace(role=SimpleNamespace(modules={"images": None}), encoder_chunks=lambda name: [None])
+    with pytest.raises(TopologyError, match=r"^<test>: model: .* returned the 'images' encoder's TransformerConfig with "
+                                            r"virtual_pipeline_model_parallel_size=None, but modules\.images\.parallel"
+                                            r"\.vpp is 2; set it to 2"):
+        _check_chunks(one_chunk, plan)
