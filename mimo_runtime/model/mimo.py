@@ -210,7 +210,8 @@ class MimoModel(MegatronModule):
                 packing_kwargs: Optional[dict] = None, chunk: int = 0):
         """(output, loss_mask); the output depends on the role (module docstring) and, on a language
         rank of an interleaved pipeline, on the chunk: only the first virtual stage merges embeddings,
-        only the last returns lm_output.
+        only the last returns lm_output (on an interleaved encoder's ranks: only the first virtual stage
+        takes raw inputs, only the last returns projected rows).
 
         attention_mask: None (causal only), (B, S) with 1 = real token / 0 = padding, or megatron's
         bool (B, 1, S, S) with True = masked out. packing_kwargs: cu_seqlens_* / max_seqlen_* of a
