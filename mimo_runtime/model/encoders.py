@@ -7,6 +7,10 @@ Between stages the hidden tensor is megatron's (tokens, items, hidden).
 
 Built from a TransformerBlock rather than megatron's CLIPViTModel: that one calls `.cuda()` in
 `__init__` and cannot split across pipeline stages.
+
+Interleaved (`virtual_pipeline_model_parallel_size` V in the config): `vp_stage` c makes the block hold
+virtual stage c * pp + pp_rank's layers (megatron's rule); pre/post_process then mean the first and the
+last virtual stage (model/mimo.py builds one encoder per chunk).
 """
 
 from typing import Optional, Sequence
@@ -24,7 +28,8 @@ class StagedEncoder(MegatronModule):
     """Base: subclasses define `embed(**inputs) -> (tokens, items, hidden)` for the first stage."""
 
     def __init__(self, config: TransformerConfig, layer_spec: ModuleSpec, pg_collection: ProcessGroupCollection,
-                 modality: str, tokens_per_item: int, pre_process: bool = True, post_process: bool = True):
+                 modality: str, tokens_per_item: int, pre_process: bool = True, post_process: bool = True,
+                 vp_stage: Optional[int] = None):
         super().__init__(config=config)
         self.pg_collection = pg_collection
         self.tp_group = pg_collection.tp
@@ -33,7 +38,7 @@ class StagedEncoder(MegatronModule):
         # pre_process=True: the block always takes `hidden_states` as an argument; stage inputs
         # arrive through our forward, not through megatron's set_input_tensor side channel.
         self.block = TransformerBlock(config, layer_spec, pre_process=True, post_process=post_process,
-                                      pg_collection=pg_collection)
+                                      pg_collection=pg_collection, vp_stage=vp_stage)
 
     def embed(self, **inputs) -> torch.Tensor:
         raise NotImplementedError
@@ -67,12 +72,12 @@ class PatchEncoder(StagedEncoder):
 
     def __init__(self, config: TransformerConfig, layer_spec: ModuleSpec, pg_collection: ProcessGroupCollection,
                  image_shape: Sequence[int], patch: int, modality: str = "images", pre_process: bool = True,
-                 post_process: bool = True):
+                 post_process: bool = True, vp_stage: Optional[int] = None):
         c, height, width = image_shape
         if height % patch or width % patch:
             raise ValueError(f"{modality}: patch {patch} does not divide image {height}x{width}")
         tokens = (height // patch) * (width // patch)
-        super().__init__(config, layer_spec, pg_collection, modality, tokens, pre_process, post_process)
+        super().__init__(config, layer_spec, pg_collection, modality, tokens, pre_process, post_process, vp_stage)
         self.image_shape, self.patch = tuple(image_shape), patch
         if pre_process:
             self.patch_embed = torch.nn.Linear(c * patch * patch, config.hidden_size)
@@ -94,11 +99,12 @@ class ConvStemEncoder(StagedEncoder):
 
     def __init__(self, config: TransformerConfig, layer_spec: ModuleSpec, pg_collection: ProcessGroupCollection,
                  feature_shape: Sequence[int], stride: int = 4, modality: str = "audio", pre_process: bool = True,
-                 post_process: bool = True):
+                 post_process: bool = True, vp_stage: Optional[int] = None):
         mels, frames = feature_shape
         if stride != 4 or frames % stride:
             raise ValueError(f"{modality}: the conv stem downsamples by 4; got stride {stride}, frames {frames}")
-        super().__init__(config, layer_spec, pg_collection, modality, frames // stride, pre_process, post_process)
+        super().__init__(config, layer_spec, pg_collection, modality, frames // stride, pre_process, post_process,
+                         vp_stage)
         self.feature_shape = tuple(feature_shape)
         if pre_process:
             h = config.hidden_size

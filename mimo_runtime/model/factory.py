@@ -81,7 +81,8 @@ def preset(args: Mapping[str, Any], ctx: BuildContext) -> MimoModelConfig:
     lang = plan.language
     return preset_config(args["name"], {n: (m.tp, m.pp) for n, m in plan.modules.items()}, ctx.pgs, ctx.grid_map,
                          ctx.rank, ctx.backend, {n: ctx.recompute(n) for n in plan.modules}, lang.cp,
-                         lang.sequence_parallel, getattr(lang, "vpp", 1))
+                         lang.sequence_parallel, getattr(lang, "vpp", 1),
+                         {n: m.vpp for n, m in plan.encoders.items()})
 
 
 def model_config(ctx: BuildContext) -> MimoModelConfig:
@@ -140,7 +141,6 @@ def build_model(plan: Plan, groups: Mapping[str, Any], rank: int, seed: int, bac
 
     ctx = BuildContext(plan, rank, seed, {n: g.pgs for n, g in groups.items()},
                        {n: g.grid for n, g in groups.items()}, backend)
-    _check_chunked_modules(plan)
     with torch.device(device) if device is not None else nullcontext():
         model = MimoModel(model_config(ctx), rank=rank)
     _check_chunks(model, plan)
@@ -159,21 +159,18 @@ def build_model(plan: Plan, groups: Mapping[str, Any], rank: int, seed: int, bac
     return model
 
 
-def _check_chunked_modules(plan: Plan) -> None:
-    """Interleaved chunks run on the language model only (model/mimo.py builds them from its spec)."""
-    for name, m in plan.modules.items():
-        if name != LANG and m.vpp > 1:
-            raise TopologyError(plan.topology.source, f"modules.{name}.parallel.vpp",
-                                f"{m.vpp}: interleaved chunks run on the language module only; use vpp 1 here")
-
-
 def _check_chunks(model, plan: Plan) -> None:
-    """A factory's language config must ask megatron for the topology's chunks."""
-    lang = plan.modules.get(LANG)
-    if model.language_model is None or lang is None or lang.pp == 1 or model.num_chunks == lang.vpp:
-        return
+    """A factory's configs must ask megatron for the topology's chunks: the language model's and each
+    staged encoder's TransformerConfig (virtual_pipeline_model_parallel_size)."""
     text, _, field = model_factory(plan.topology)
-    raise TopologyError(plan.topology.source, field,
-                        f"{text} returned a language TransformerConfig with virtual_pipeline_model_parallel_size="
-                        f"{model.num_chunks if model.num_chunks > 1 else None}, but modules.language.parallel.vpp is "
-                        f"{lang.vpp}; set it to {lang.vpp} (megatron's interleaving)")
+    for name, m in plan.modules.items():
+        if name not in model.role.modules or m.pp == 1:
+            continue
+        built = model.num_chunks if name == LANG else len(model.encoder_chunks(name))
+        if built == m.vpp:
+            continue
+        which = "a language" if name == LANG else f"the '{name}' encoder's"
+        raise TopologyError(plan.topology.source, field,
+                            f"{text} returned {which} TransformerConfig with virtual_pipeline_model_parallel_size="
+                            f"{built if built > 1 else None}, but modules.{name}.parallel.vpp is "
+                            f"{m.vpp}; set it to {m.vpp} (megatron's interleaving)")

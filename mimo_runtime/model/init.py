@@ -32,6 +32,7 @@ from mimo_runtime.plan.roles import MIMO_LANGUAGE_MODULE_KEY
 
 _LAYER = re.compile(r"^(?P<head>.*?\.layers\.)(?P<idx>\d+)(?P<tail>\..*)$")
 _CHUNK_NAME = re.compile(r"^language_chunks\.(?P<chunk>\d+)\.")
+_ENCODER_CHUNK_NAME = re.compile(r"^modality_chunks\.(?P<module>[^.]+)\.(?P<chunk>\d+)\.")
 _TIED_OUTPUT = "language_model.output_layer.weight"
 _EMBEDDING = "language_model.embedding.word_embeddings.weight"
 BASE_STD = 0.02
@@ -77,6 +78,7 @@ def module_shards(model) -> Dict[str, ModuleShard]:
         else:
             # a user-written encoder may be a plain torch module: one "layer", no pipeline split
             config = getattr(next(iter(model.modality_submodules[name].encoders.values())), "config", None)
+            vpp = len(model.encoder_chunks(name)) if hasattr(model, "encoder_chunks") else 1
         layers = getattr(config, "num_layers", 1)
         out[name] = ModuleShard(_rank(pgs.tp), _size(pgs.tp), _rank(pgs.pp), _size(pgs.pp), layers, vpp)
     return out
@@ -85,7 +87,7 @@ def module_shards(model) -> Dict[str, ModuleShard]:
 def _module_of(local_name: str) -> str:
     if local_name.startswith(("language_model.", "language_chunks.")):
         return MIMO_LANGUAGE_MODULE_KEY
-    if local_name.startswith("modality_submodules."):
+    if local_name.startswith(("modality_submodules.", "modality_chunks.")):
         return local_name.split(".")[1]
     raise ValueError(f"parameter '{local_name}' belongs to no module")
 
@@ -97,6 +99,10 @@ def canonical_name(local_name: str, shard: ModuleShard, tied_output: bool) -> st
     if c is not None:
         chunk = int(c["chunk"]) + 1
         local_name = "language_model." + local_name[c.end():]
+    e = _ENCODER_CHUNK_NAME.match(local_name)
+    if e is not None:  # chunk c of an interleaved encoder: named like the encoder's own layers
+        chunk = int(e["chunk"]) + 1
+        local_name = f"modality_submodules.{e['module']}." + local_name[e.end():]
     if tied_output and local_name == _TIED_OUTPUT:
         return _EMBEDDING
     m = _LAYER.match(local_name)

@@ -18,6 +18,10 @@ megatron's field): a language rank builds V chunks, chunk c holding the layers o
 c * pp + pp_rank (megatron's `vp_stage`), the embedding in the first virtual stage and the output layer
 in the last; `forward(..., chunk=c)` runs one of them. Chunk 0 is `language_model`, the others
 `language_chunks[c - 1]`, so a model without chunks has exactly the parameters it always had.
+An encoder whose config asks for V chunks is interleaved the same way: chunk 0 is
+`modality_submodules[name]`, the others `modality_chunks[name][c - 1]`; its input embedding sits in the
+first virtual stage, its final norm and projection in the last (rank pp-1's chunk V-1, which feeds the
+bridge).
 """
 
 import logging
@@ -61,13 +65,19 @@ class MimoModel(MegatronModule):
     # ---- construction -------------------------------------------------------------------------
 
     def _initialize_submodules(self) -> None:
-        """Build the modality submodules this rank holds, each at its pipeline stage."""
+        """Build the modality submodules this rank holds, each at its pipeline stage (one per virtual
+        pipeline chunk of an interleaved encoder)."""
+        self.modality_chunks = torch.nn.ModuleDict()
         for name, spec in self.mimo_config.modality_submodules_spec.items():
             if name not in self.role.modules:
                 continue
-            stage = self.role.modules[name]
-            self.modality_submodules[name] = spec.module.from_spec(
-                spec, is_first_stage=stage.is_first_stage, is_last_stage=stage.is_last_stage)
+            stage, chunks = self.role.modules[name], encoder_chunk_count(spec)
+            built = [spec.module.from_spec(spec, is_first_stage=stage.is_first_stage and c == 0,
+                                           is_last_stage=stage.is_last_stage and c == chunks - 1,
+                                           vp_stage=c if chunks > 1 else None) for c in range(chunks)]
+            self.modality_submodules[name] = built[0]
+            if chunks > 1:
+                self.modality_chunks[name] = torch.nn.ModuleList(built[1:])
 
     def _initialize_language_model(self) -> None:
         """Build the language model if this rank holds it (its spec's params carry the stage), one
@@ -83,6 +93,11 @@ class MimoModel(MegatronModule):
 
     def language_chunk(self, chunk: int):
         return self.language_model if chunk == 0 else self.language_chunks[chunk - 1]
+
+    def encoder_chunks(self, name: str):
+        """Every chunk of encoder `name` this rank holds, in chunk order (one without interleaving)."""
+        rest = self.modality_chunks[name] if name in self.modality_chunks else []
+        return [self.modality_submodules[name], *rest]
 
     def language_modules(self):
         """Every language chunk this rank holds, in chunk order (empty without the language model)."""
@@ -100,7 +115,7 @@ class MimoModel(MegatronModule):
         # megatron's default sharded_state_dict reads parallel_state's TP group from a module
         # without a `tp_group` attribute (e.g. MultimodalProjector): give it its module's group
         for name in self.role.modules:
-            roots = self.language_modules() if name == LANG else [self.modality_submodules[name]]
+            roots = self.language_modules() if name == LANG else self.encoder_chunks(name)
             pgs = self.module_pg_collection(name)
             if pgs is None:  # built without process groups (upstream's way): parallel_state's are its groups
                 continue
@@ -195,7 +210,8 @@ class MimoModel(MegatronModule):
                 packing_kwargs: Optional[dict] = None, chunk: int = 0):
         """(output, loss_mask); the output depends on the role (module docstring) and, on a language
         rank of an interleaved pipeline, on the chunk: only the first virtual stage merges embeddings,
-        only the last returns lm_output.
+        only the last returns lm_output (on an interleaved encoder's ranks: only the first virtual stage
+        takes raw inputs, only the last returns projected rows).
 
         attention_mask: None (causal only), (B, S) with 1 = real token / 0 = padding, or megatron's
         bool (B, 1, S, S) with True = masked out. packing_kwargs: cu_seqlens_* / max_seqlen_* of a
@@ -210,7 +226,7 @@ class MimoModel(MegatronModule):
             raise ValueError("encoders and the language model on one rank need a colocated layout (every "
                              f"module on the same ranks, one stage); this rank holds {sorted(self.role.modules)}")
         if self.role.has_modality_modules:
-            return self._forward_encoders(modality_inputs, input_tensors), loss_mask
+            return self._forward_encoders(modality_inputs, input_tensors, chunk), loss_mask
         if self.role.has_language_module:
             return self._forward_language_module(input_ids, position_ids, attention_mask, labels, input_tensors,
                                                  packed_seq_params=_packed_seq_params(packing_kwargs),
@@ -218,24 +234,28 @@ class MimoModel(MegatronModule):
         raise RuntimeError(f"this rank holds no module (role {self.role})")
 
     def _forward_encoders(self, modality_inputs: Optional[Dict[str, Dict[str, Any]]],
-                          input_tensors: Optional[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
-        """Run the encoders this rank holds: raw inputs on first stages, hidden states on others."""
+                          input_tensors: Optional[Dict[str, torch.Tensor]], chunk: int = 0) -> Dict[str, torch.Tensor]:
+        """Run chunk `chunk` of the encoders this rank holds: raw inputs on the first virtual stage,
+        hidden states on the others; only the last virtual stage projects."""
         if input_tensors is not None and not isinstance(input_tensors, dict):
             raise ValueError("encoder stages take set_input_tensor({modality: hidden}), got a bare tensor")
         for name in input_tensors or {}:
-            if name not in self.modality_submodules or self.role.is_first_stage(name):
+            if name not in self.modality_submodules or (self.role.is_first_stage(name) and chunk == 0):
                 raise ValueError(f"set_input_tensor got '{name}', but this rank holds no non-first stage of "
                                  f"'{name}' (it holds {sorted(self.role.modules)})")
         outputs = {}
         for name in self.role.modality_module_names:
-            sub = self.modality_submodules[name]
-            if self.role.is_first_stage(name):
+            chunks = self.encoder_chunks(name)
+            if not 0 <= chunk < len(chunks):
+                raise ValueError(f"chunk {chunk}: this rank holds {len(chunks)} chunk(s) of encoder '{name}'")
+            sub = chunks[chunk]
+            if self.role.is_first_stage(name) and chunk == 0:
                 raw = (modality_inputs or {}).get(name)
                 out = sub(encoder_inputs=raw) if raw is not None else None
             else:
                 hidden = (input_tensors or {}).get(name)
                 out = sub(hidden_states=hidden) if hidden is not None else None
-            if out is None and self.role.is_last_stage(name):
+            if out is None and self.role.is_last_stage(name) and chunk == len(chunks) - 1:
                 # a text-only microbatch: no rows, but the modality's output still exists (upstream)
                 out = self._no_rows(sub)
             if out is not None:
@@ -375,6 +395,10 @@ class MimoModel(MegatronModule):
         out = {}
         for name, sub in self.modality_submodules.items():
             out.update(sub.sharded_state_dict(f"{prefix}modality_submodules.{name}.", sharded_offsets, metadata))
+            # an interleaved encoder's other chunks: the encoder's keys (megatron offsets layers by vp_stage)
+            for c, chunk in enumerate(self.encoder_chunks(name)[1:]):
+                out[f"{prefix}modality_chunks.{name}.{c}"] = chunk.sharded_state_dict(
+                    f"{prefix}modality_submodules.{name}.", sharded_offsets, metadata)
         for c, lm in enumerate(self.language_modules()):
             md = dict(metadata or {})
             md["dp_cp_group"] = lm.pg_collection.dp_cp
@@ -386,6 +410,16 @@ class MimoModel(MegatronModule):
             else:
                 out[f"{prefix}language_chunks.{c - 1}"] = part
         return out
+
+
+def encoder_chunk_count(spec) -> int:
+    """Virtual pipeline chunks a modality spec asks for: its encoder config's
+    `virtual_pipeline_model_parallel_size` under pp > 1 (megatron's field, as for the language model)."""
+    encoders = list((spec.submodules or {}).get("encoders", {}).values())
+    config = (encoders[0].params or {}).get("config") if len(encoders) == 1 else None
+    if (getattr(config, "pipeline_model_parallel_size", None) or 1) == 1:  # None, or an HF config
+        return 1
+    return getattr(config, "virtual_pipeline_model_parallel_size", None) or 1
 
 
 def language_chunk_specs(spec):

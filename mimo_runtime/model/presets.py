@@ -71,12 +71,15 @@ def family_config(config, dims: LanguageDims):
 
 
 def modality_spec(name: str, enc: EncoderDims, language_hidden: int, tp: int, pp: int, pgs,
-                  backend: str = "auto", recompute: str = "none") -> ModuleSpec:
-    """Encoder (split over `pp` stages) + MLP projector into the language model's hidden size."""
+                  backend: str = "auto", recompute: str = "none", vpp: int = 1) -> ModuleSpec:
+    """Encoder (split over `pp` stages, in `vpp` interleaved chunks each, model/mimo.py) + MLP projector
+    into the language model's hidden size."""
     if tokens_per_item(enc.modality) != enc.tokens_per_item:
         raise ValueError(f"preset encoder '{name}': tokens_per_item={enc.tokens_per_item}, but its "
                          f"{enc.modality} inputs give {tokens_per_item(enc.modality)} tokens per item")
     config = transformer_config(enc.hidden, enc.heads, enc.layers, 4 * enc.hidden, tp, pp, recompute)
+    if vpp > 1 and pp > 1:
+        config = dataclasses.replace(config, virtual_pipeline_model_parallel_size=vpp)
     common = dict(config=config, layer_spec=layer_spec(causal=False, backend=backend), pg_collection=pgs,
                   modality=name)
     if enc.modality == "images":
@@ -98,16 +101,18 @@ def build_mimo_model(preset: str, seed: int, parallel: Mapping[str, Tuple[int, i
                      grid_map: Optional[Mapping[str, object]] = None, rank: Optional[int] = None,
                      frozen: Iterable[str] = (), backend: str = "auto",
                      recompute: Optional[Mapping[str, str]] = None, cp: int = 1,
-                     sequence_parallel: bool = False, vpp: int = 1) -> MimoModel:
+                     sequence_parallel: bool = False, vpp: int = 1,
+                     encoder_vpp: Optional[Mapping[str, int]] = None) -> MimoModel:
     """The MimoModel `rank` holds.
 
     parallel: {module: (tp, pp)}; pgs: {module: ProcessGroupCollection or None where not held};
     grid_map: {module: grid} for the role (None: everything colocated on this rank);
     recompute: {module: none|full|selective} (model/recompute.py), default none;
     cp, sequence_parallel, vpp: the language model's context and sequence parallelism, and its
-    virtual pipeline chunks per stage.
+    virtual pipeline chunks per stage; encoder_vpp: {encoder: virtual pipeline chunks per stage}.
     """
-    config = preset_config(preset, parallel, pgs, grid_map, rank, backend, recompute, cp, sequence_parallel, vpp)
+    config = preset_config(preset, parallel, pgs, grid_map, rank, backend, recompute, cp, sequence_parallel, vpp,
+                           encoder_vpp)
     model = MimoModel(config, rank=rank)
     _check_layer_split(model)
     init_parameters(model, seed)
@@ -119,7 +124,8 @@ def build_mimo_model(preset: str, seed: int, parallel: Mapping[str, Tuple[int, i
 def preset_config(preset: str, parallel: Mapping[str, Tuple[int, int]], pgs: Mapping[str, object],
                   grid_map: Optional[Mapping[str, object]] = None, rank: Optional[int] = None,
                   backend: str = "auto", recompute: Optional[Mapping[str, str]] = None, cp: int = 1,
-                  sequence_parallel: bool = False, vpp: int = 1) -> MimoModelConfig:
+                  sequence_parallel: bool = False, vpp: int = 1,
+                  encoder_vpp: Optional[Mapping[str, int]] = None) -> MimoModelConfig:
     """The MimoModelConfig of a preset (arguments as in `build_mimo_model`); the preset factory
     (model/factory.py) returns it like any user factory."""
     recompute = recompute or {}
@@ -137,7 +143,7 @@ def preset_config(preset: str, parallel: Mapping[str, Tuple[int, int]], pgs: Map
     for name, enc in dims.encoders.items():
         e_tp, e_pp = parallel.get(name, (1, 1))
         specs[name] = modality_spec(name, enc, dims.language.hidden, e_tp, e_pp, pgs.get(name), backend,
-                                    recompute.get(name, "none"))
+                                    recompute.get(name, "none"), (encoder_vpp or {}).get(name, 1))
     return MimoModelConfig(language_model_spec=lm_spec, modality_submodules_spec=specs,
                            special_token_ids={m: SPECIAL_TOKEN_IDS[m] for m in modalities},
                            module_to_grid_map=grid_map,
@@ -164,9 +170,9 @@ def freeze_encoder(model: MimoModel, name: str) -> None:
 
 def _check_layer_split(model: MimoModel) -> None:
     # keyed init and checkpoints assume megatron's even split: stage p holds layers p*L/pp ...
-    blocks: Dict[str, object] = {n: next(iter(s.encoders.values())).block for n, s in model.modality_submodules.items()
+    blocks: Dict[str, object] = {n: [next(iter(c.encoders.values())).block for c in model.encoder_chunks(n)]
+                                 for n, s in model.modality_submodules.items()
                                  if hasattr(next(iter(s.encoders.values()), None), "block")}  # a user encoder may have none
-    blocks = {n: [b] for n, b in blocks.items()}
     if model.language_model is not None:
         blocks[LANG] = [lm.decoder for lm in model.language_modules()]
     for name, chunks in blocks.items():

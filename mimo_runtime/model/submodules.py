@@ -39,10 +39,14 @@ class ModalitySubmodules(_MegatronModalitySubmodules):
 
     @classmethod
     def from_spec(cls, module_spec: ModuleSpec, is_first_stage: bool = True,
-                  is_last_stage: bool = True) -> "ModalitySubmodules":
+                  is_last_stage: bool = True, vp_stage: Optional[int] = None) -> "ModalitySubmodules":
+        """`vp_stage`: the interleaved chunk to build (its encoder must take `vp_stage`); the stage flags
+        then name the first and the last virtual stage."""
         params = dict(module_spec.params or {})
         sub = module_spec.submodules or {}
         stage = {"pre_process": is_first_stage, "post_process": is_last_stage}
+        if vp_stage is not None:
+            stage["vp_stage"] = vp_stage
         encoders = {name: build_module(spec, **stage) if takes_stage_kwargs(spec.module) else build_module(spec)
                     for name, spec in sub.get("encoders", {}).items()}
         decoders = {name: build_module(spec) for name, spec in sub.get("decoders", {}).items()}

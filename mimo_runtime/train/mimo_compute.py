@@ -156,20 +156,20 @@ class MimoCompute:
         inputs = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in inputs.items()}
         if module == LANG:
             return self._forward_language(step, mb, inputs, st, chunk)
-        if chunk:
-            raise ValueError(f"{module}: only the language model runs interleaved chunks (got chunk {chunk})")
         if module == COLOCATED:
+            if chunk:
+                raise ValueError(f"the colocated model runs one chunk (got chunk {chunk})")
             return self._forward_colocated(step, mb, st)
-        return self._forward_encoder(module, step, mb, inputs)
+        return self._forward_encoder(module, step, mb, inputs, chunk)
 
-    def _forward_encoder(self, name: str, step: int, mb: int, inputs) -> torch.Tensor:
-        if self.plan.modules[name].coords(self.rank).pp == 0:
+    def _forward_encoder(self, name: str, step: int, mb: int, inputs, chunk: int = 0) -> torch.Tensor:
+        if self.plan.modules[name].coords(self.rank).pp == 0 and chunk == 0:  # the first virtual stage
             self.model.set_input_tensor(None)
             raw = {name: self._on_device(self.feeder.modality_inputs(step, mb, name, self.rank))}
         else:
             self.model.set_input_tensor(inputs)
             raw = None
-        out, _ = self.model(input_ids=None, modality_inputs=raw)
+        out, _ = self.model(input_ids=None, modality_inputs=raw, chunk=chunk)
         return out[name]
 
     def _forward_language(self, step: int, mb: int, inputs, st, chunk: int = 0) -> torch.Tensor:
@@ -265,4 +265,4 @@ def _module_roots(model, name: str) -> List[torch.nn.Module]:
         return [model]
     if name == LANG:
         return model.language_modules()
-    return [model.modality_submodules[name]]
+    return model.encoder_chunks(name)

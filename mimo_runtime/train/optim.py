@@ -31,7 +31,10 @@ def module_parameters(model, name: str) -> List[torch.nn.Parameter]:
         chunks = model.language_modules() if hasattr(model, "language_modules") else []
         return [p for lm in chunks for p in lm.parameters()]
     sub = model.modality_submodules
-    return list(sub[name].parameters()) if name in sub else []
+    if name not in sub:
+        return []
+    chunks = model.encoder_chunks(name) if hasattr(model, "encoder_chunks") else [sub[name]]
+    return [p for c in chunks for p in c.parameters()]
 
 
 def param_groups(model, name: str, opt: Optimizer) -> List[dict]:

@@ -30,8 +30,8 @@ def wire_dtype(plan: Plan, modules, compute_dtype: torch.dtype = torch.float32) 
 
 
 def module_roots(model, name: str):
-    """The module's root modules on this rank: every interleaved chunk of the language model."""
-    return model.language_modules() if name == LANG else [model.modality_submodules[name]]
+    """The module's root modules on this rank: every interleaved chunk."""
+    return model.language_modules() if name == LANG else model.encoder_chunks(name)
 
 
 def apply_precision(model, plan: Plan, rank: int) -> None:

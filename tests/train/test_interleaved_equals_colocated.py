@@ -4,6 +4,8 @@ under the strict transport), and checkpoints move between vpp=2 and vpp=1 by glo
 One spawn per world size runs every case of that size (process start-up dominates on this machine):
     2 ranks  tiny-lm    language pp2 vpp2: interleaved_1f1b, zero_bubble; checkpoints vpp2 -> vpp1, vpp1 -> vpp2
     4 ranks  tiny-lm-8  language pp4 vpp2: interleaved_1f1b, zero_bubble
+             tiny-vlm-8 images pp2 vpp2 -> language pp2 vpp2: interleaved_1f1b (its checkpoint resumes on
+                        images vpp1), zero_bubble
     6 ranks  tiny-vlm   images dp2 -> language tp2 pp2: vpp2 interleaved_1f1b, vpp1 zero_bubble (ZB-H1)
 """
 
@@ -32,6 +34,12 @@ def _vlm(vpp: int, schedule: str):
                     schedule=schedule)
 
 
+def _vlm8(images_vpp: int, schedule: str = "interleaved_1f1b"):
+    return topology("tiny-vlm-8", {"images": {**ENC, "ranks": 2, "parallel": {"pp": 2, "vpp": images_vpp}},
+                                   "language": {**LANG, "ranks": 2, "parallel": {"pp": 2, "vpp": 2}}},
+                    schedule=schedule)
+
+
 EQUIVALENCE = {
     "language_pp2_vpp2_interleaved": (2, _lm("tiny-lm", 2, 2, "interleaved_1f1b")),
     "language_pp2_vpp2_zero_bubble": (2, _lm("tiny-lm", 2, 2, "zero_bubble")),
@@ -39,8 +47,12 @@ EQUIVALENCE = {
     "language_pp4_vpp2_zero_bubble": (4, _lm("tiny-lm-8", 4, 2, "zero_bubble")),
     "encoder_dp2_to_language_tp2_pp2_vpp2_interleaved": (6, _vlm(2, "interleaved_1f1b")),
     "encoder_dp2_to_language_tp2_pp2_zero_bubble": (6, _vlm(1, "zero_bubble")),
+    "encoder_pp2_vpp2_to_language_pp2_vpp2_interleaved": (4, _vlm8(2)),
+    "encoder_pp2_vpp2_to_language_pp2_vpp2_zero_bubble": (4, _vlm8(2, "zero_bubble")),
 }
 VPP1, VPP2 = _lm("tiny-lm", 2, 1, "1f1b"), EQUIVALENCE["language_pp2_vpp2_interleaved"][1]
+ENCODER_VPP1 = _vlm8(1)
+SAVED = {"language_pp2_vpp2_interleaved": "vpp2", "encoder_pp2_vpp2_to_language_pp2_vpp2_interleaved": "images-vpp2"}
 
 
 def _config(topo, steps: int = STEPS, **kw) -> RunConfig:
@@ -83,8 +95,8 @@ def _world(size: int):
     cases = []
     for name, (n, topo) in EQUIVALENCE.items():
         if n == size:
-            save = dict(checkpoint_dir=os.path.join(d, "vpp2"), save_every=2, keep_last=0) \
-                if name == "language_pp2_vpp2_interleaved" else {}
+            save = dict(checkpoint_dir=os.path.join(d, SAVED[name]), save_every=2, keep_last=0) \
+                if name in SAVED else {}
             cases.append((name, topo, _config(topo, capture_grads_step=0, **save)))
     checkpoints = []
     if size == 2:
@@ -93,6 +105,10 @@ def _world(size: int):
         checkpoints = [(os.path.join(d, k), os.path.join(d, k + "-at-2")) for k in ("vpp2", "vpp1")]
         cases += [("resume_vpp2_on_vpp1", VPP1, _config(VPP1, checkpoint_dir=checkpoints[0][1], resume=True)),
                   ("resume_vpp1_on_vpp2", VPP2, _config(VPP2, checkpoint_dir=checkpoints[1][1], resume=True))]
+    if size == 4:
+        checkpoints = [(os.path.join(d, "images-vpp2"), os.path.join(d, "images-vpp2-at-2"))]
+        cases.append(("resume_images_vpp2_on_vpp1", ENCODER_VPP1,
+                      _config(ENCODER_VPP1, checkpoint_dir=checkpoints[0][1], resume=True)))
     results = spawn(_cases, size, (cases, checkpoints), timeout_s=900, collective_timeout_s=30)
     return {name: [r[name] for r in results] for name, _, _ in cases}
 
@@ -114,3 +130,12 @@ def test_checkpoint_resumes_across_vpp_by_global_layer(resumed, saved):
     assert torch.allclose(torch.tensor(got), torch.tensor(want), rtol=1e-4, atol=0), (got, want)
     saved_losses = [m["loss"] for m in runs[saved][0].metrics][:2]
     assert saved_losses == pytest.approx([m["loss"] for m in ref.metrics][:2], rel=1e-4)
+
+
+def test_an_encoder_checkpoint_resumes_across_vpp_by_global_layer():
+    """images pp2 vpp2 saved at step 2, resumed with images pp2 vpp1: the colocated run's last loss."""
+    run = _world(4)["resume_images_vpp2_on_vpp1"][0]
+    want = [m["loss"] for m in reference(ENCODER_VPP1).metrics][2:]
+    assert run.start_step == 2
+    got = [m["loss"] for m in run.metrics]
+    assert torch.allclose(torch.tensor(got), torch.tensor(want), rtol=1e-4, atol=0), (got, want)

@@ -5,6 +5,7 @@ import os
 from mimo_runtime.errors import ArgumentError
 from mimo_runtime.factories import preflight
 from mimo_runtime.launch.cli import add_overrides, positive_int
+from mimo_runtime.topology.schema import SCHEDULES
 from mimo_runtime.train.device import resolve_grad_reducer
 
 
@@ -17,7 +18,8 @@ def add_arguments(p) -> None:
                    help="same model, data and batch with every module on all --nproc ranks (1 = reference)")
     p.add_argument("--nproc", type=positive_int("--nproc"), help="ranks to spawn (default: the topology's)")
     p.add_argument("--metrics", metavar="FILE.jsonl", help="append one JSON object per step")
-    p.add_argument("--schedule", choices=("1f1b", "gpipe"), help="pipeline schedule (default: train.schedule)")
+    p.add_argument("--schedule", choices=SCHEDULES,
+                   help="pipeline schedule, checked against the topology as train.schedule is (default: train.schedule)")
     p.add_argument("--frozen-lead", type=int, default=1, metavar="K",
                    help="encoders that train nothing compute the next step's first K forwards before the "
                         "optimizer barrier (0: off; default 1)")
@@ -67,7 +69,7 @@ def run_config(args, topology):
     from mimo_runtime.train.loop import RunConfig  # torch and megatron: after the flags are checked
 
     return RunConfig(steps=args.steps or t.steps, seed=t.seed if args.seed is None else args.seed,
-                     colocated=args.colocated, nproc=nproc, schedule=args.schedule or t.schedule,
+                     colocated=args.colocated, nproc=nproc, schedule=t.schedule,
                      metrics_path=args.metrics, timeout_s=args.timeout or t.timeout_s, frozen_lead=args.frozen_lead,
                      device=device, grad_reducer=grad_reducer, **options)
 
@@ -115,14 +117,15 @@ def _product_options(args) -> dict:
 
 
 def run_overrides(args) -> list:
-    """`--steps N` is `train.steps` for the whole run: the lr schedule's lengths default to it."""
-    return list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps else [])
+    """`--steps N` is `train.steps` for the whole run: the lr schedule's lengths default to it. `--schedule K`
+    is `train.schedule`, so the topology's checks (vpp needs an interleaving schedule, interleaved_1f1b needs
+    a chunked module) hold for the flag too."""
+    return (list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps else [])
+            + ([f"train.schedule={args.schedule}"] if args.schedule else []))
 
 
 def run(args) -> int:
-    from mimo_runtime.topology import load_topology
-
-    topology = load_topology(args.topology, run_overrides(args))
+    topology = _load(args)
     _product_options(args)  # bad flags fail before the factories' imports
     preflight(topology)  # model/data factories import here once, before any rank starts
     cfg = run_config(args, topology)
@@ -137,6 +140,18 @@ def run(args) -> int:
 
     launch_local(topology, cfg)
     return 0
+
+
+def _load(args):
+    """The topology with the flags applied; a problem with `--schedule` names the flag, not `--set`."""
+    from mimo_runtime.topology import load_topology
+
+    try:
+        return load_topology(args.topology, run_overrides(args))
+    except ArgumentError as e:
+        if args.schedule and e.flag == "--set train.schedule":
+            raise ArgumentError("--schedule", e.message) from None
+        raise
 
 
 def _run_under_torchrun(topology, cfg) -> int:
