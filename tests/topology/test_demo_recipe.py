@@ -52,7 +52,7 @@ def test_demo_file_is_the_default_layout_with_the_demo_training_settings(data_di
         {n: (m.ranks, m.rank_offset, m.parallel) for n, m in layout.modules.items()}
     assert recipe.edges == layout.edges
     t = recipe.train
-    assert (t.steps, t.global_batch, t.micro_batch, t.lr, t.grad_clip) == (400, 64, 8, 2.0e-3, 1.0)
+    assert (t.steps, t.global_batch, t.micro_batch, t.lr, t.grad_clip) == (500, 64, 8, 2.0e-3, 1.0)
     images = recipe.modules["images"].optimizer
     assert (images.lr, images.lr_schedule, images.warmup_steps, images.min_lr) == (4.0e-3, "warmup_cosine", 30, 1.0e-4)
     assert make_plan(recipe).num_microbatches == 8
