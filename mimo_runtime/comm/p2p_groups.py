@@ -87,13 +87,20 @@ class GroupTransport:
         else:
             self._sends += [(works[i], ops[i][2], f"group #{index} {label}", item, ops[i][1]) for i in sends]
         for k, i in enumerate(waits):
-            if not _wait(works[i], deadline - time.monotonic()):
+            try:
+                done = _wait(works[i], deadline - time.monotonic())
+            except RuntimeError as e:  # a peer that timed out (or died) first closed the connection
+                if not any(m in str(e) for m in _PEER_CLOSED):
+                    raise
+                raise TimeoutError(self._stuck(ops, waits[k:], index, label, "a peer closed the connection")) from None
+            if not done:
                 raise TimeoutError(self._stuck(ops, waits[k:], index, label))
 
-    def _stuck(self, ops, left: Sequence[int], index: int, label: str) -> str:
+    def _stuck(self, ops, left: Sequence[int], index: int, label: str, why: str = "") -> str:
         waits = sorted({f"{ops[i][0]}{'>' if ops[i][0] == 'send' else '<'}{ops[i][1]}" for i in left})
         mode = "strict (NCCL-like) " if self.strict else ""
-        return (f"rank {self.rank}: {mode}p2p group #{index} {label} timed out after {self.timeout_s:.0f} s; "
+        what = f"failed ({why})" if why else f"timed out after {self.timeout_s:.0f} s"
+        return (f"rank {self.rank}: {mode}p2p group #{index} {label} {what}; "
                 f"unmatched: {', '.join(waits)} (peers {sorted({ops[i][1] for i in left})} "
                 "never posted the matching ops: a deadlock under NCCL's rules, or a peer that failed)")
 
@@ -109,6 +116,9 @@ class GroupTransport:
         if not _wait(work, deadline - time.monotonic()):
             raise TimeoutError(f"rank {self.rank}: a send of p2p {label} was never received within "
                                f"{self.timeout_s:.0f} s (the peer failed, or stopped before its receive)")
+
+
+_PEER_CLOSED = ("Connection closed by peer", "Connection reset", "Broken pipe")
 
 
 def _wait(work, left: float) -> bool:

@@ -36,7 +36,7 @@ import torch.distributed as dist
 
 from mimo_runtime.plan import MIMO_LANGUAGE_MODULE_KEY as LANG, Plan
 from mimo_runtime.train.optim import loss_share, module_parameters
-from mimo_runtime.train.precision import module_root
+from mimo_runtime.train.precision import module_roots
 
 
 def optimizer_groups(pgs, ep_group):
@@ -71,7 +71,7 @@ def ddp_config():
 def _per_token_config(model, name: str):
     """A copy of the module's TransformerConfig with calculate_per_token_loss (DDP reads it there);
     a user encoder without one borrows the language model's."""
-    root = module_root(model, name)
+    root = module_roots(model, name)[0]
     config = getattr(root, "config", None)
     if config is None and name != LANG:
         config = getattr(next(iter(root.encoders.values())), "config", None)
@@ -95,18 +95,19 @@ class MegatronGrads:
         self.model, self.plan, self.rank, self.groups = model, plan, rank, groups
         # ep = this rank alone: created by this rank only, so no world-wide ordering to keep
         ep = dist.new_group([rank], timeout=timedelta(seconds=timeout_s), use_local_synchronization=True)
-        self.ddp: Dict[str, object] = {}
+        self.ddp: Dict[str, List[object]] = {}  # one DDP per interleaved chunk of the module
         self.optimizers: Dict[str, object] = {}
         self.pgs: Dict[str, object] = {}
         for name in plan.modules_on(rank):
-            root = module_root(model, name)
-            if not any(p.requires_grad for p in root.parameters()):
+            roots = module_roots(model, name)
+            if not any(p.requires_grad for root in roots for p in root.parameters()):
                 continue  # frozen entirely: no buffers, no optimizer
             pgs = optimizer_groups(groups[name].pgs, ep)
-            ddp = DistributedDataParallel(_per_token_config(model, name), ddp_config(), root, pg_collection=pgs)
+            ddp = [DistributedDataParallel(_per_token_config(model, name), ddp_config(), root, pg_collection=pgs)
+                   for root in roots]
             opt = plan.topology.modules[name].optimizer
             self.ddp[name], self.pgs[name] = ddp, pgs
-            self.optimizers[name] = get_megatron_optimizer(optimizer_config(opt, grad_clip), [ddp], pg_collection=pgs,
+            self.optimizers[name] = get_megatron_optimizer(optimizer_config(opt, grad_clip), ddp, pg_collection=pgs,
                                                            use_gloo_process_groups=False)
         self.views = {name: TorchView([p for p in module_parameters(model, name) if p.requires_grad],
                                       self.optimizers[name], groups[name].pgs.dp_cp, name)
@@ -129,7 +130,8 @@ class MegatronGrads:
                 shared = lm.shared_embedding_or_output_weight()
                 if shared is not None and shared.requires_grad:
                     _all_reduce_main_grads([shared], pgs.embd)
-            self.ddp[name].finish_grad_sync()
+            for ddp in self.ddp[name]:
+                ddp.finish_grad_sync()
 
     def norm_and_loss(self, loss_sum: float) -> Tuple[float, Dict[str, float], float]:
         """(global norm, {module: norm}, global loss): one world all-reduce, like optim.global_norm_and_loss."""
@@ -162,7 +164,8 @@ class MegatronGrads:
     def zero_grad(self) -> None:
         for name, opt in self.optimizers.items():
             opt.zero_grad()
-            self.ddp[name].zero_grad_buffer()
+            for ddp in self.ddp[name]:
+                ddp.zero_grad_buffer()
 
 
 def _all_reduce_main_grads(params: List[torch.nn.Parameter], group) -> None:
