@@ -4,30 +4,22 @@ recompute gives the same losses. Colocated on one rank; the heterogeneous equiva
 test_whisper_training.py."""
 
 import functools
-import json
 
-from mimo_runtime.topology import load_topology
 from tests.hf import tiny
 from tests.train import equivalence
 
 TOWER = "modality_submodules.audio.encoders.audio_tower."
 
 
-def _topology(root, name, audio=None, language=None, **train):
-    audio = {"kind": "encoder", "hf": str(root / "whisper"), **(audio or {})}
-    language = {"kind": "language", "hf": str(root / "lm"), **(language or {})}
-    raw = {"modules": {"audio": audio, "language": language},
-           "data": {"factory": "tests.hf.hf_data:build_data", "args": {"seq": 32, "audio": True}},
-           "train": {"global_batch": 4, "micro_batch": 2, "lr": 1e-3, **train}}
-    path = root / f"{name}.yaml"
-    path.write_text(json.dumps(raw))
-    return load_topology(str(path))
+def _topology(root, name, audio=None, language=None):
+    return tiny.audio_lm_topology(root, name, {"audio": {"kind": "encoder", **(audio or {})},
+                                               "language": {"kind": "language", **(language or {})}},
+                                  global_batch=4)
 
 
 @functools.lru_cache(maxsize=None)
 def _parts(root):
-    tiny.save_whisper(root / "whisper", 1)
-    tiny.save_lm_with_token(root / "lm", "<audio>")
+    tiny.save_audio_lm_parts(root)
     return root
 
 

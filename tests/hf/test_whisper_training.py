@@ -3,9 +3,7 @@ language tp2 with sequence parallelism, RMSNorm on the portable backend) gives t
 single-process run's losses and gradients. One 4-rank launch and one 1-rank reference."""
 
 import functools
-import json
 
-from mimo_runtime.topology import load_topology
 from tests.hf import tiny
 from tests.hf.test_training import _gated_as_tp_chunks
 from tests.train import equivalence
@@ -16,19 +14,13 @@ COLOCATED = {"audio": {"kind": "encoder"}, "language": {"kind": "language"}}
 
 
 def _topology(root, modules):
-    raw = {"modules": {name: {**m, "hf": str(root / ("whisper" if name == "audio" else "lm"))}
-                       for name, m in modules.items()},
-           "data": {"factory": "tests.hf.hf_data:build_data", "args": {"seq": 32, "audio": True}},
-           "train": {"global_batch": 8, "micro_batch": 2, "lr": 1e-3}}
-    path = root / f"{'_'.join(str(m.get('parallel', {}).get('tp', 1)) for m in modules.values())}.yaml"
-    path.write_text(json.dumps(raw))
-    return load_topology(str(path))
+    name = "_".join(str(m.get("parallel", {}).get("tp", 1)) for m in modules.values())
+    return tiny.audio_lm_topology(root, name, modules)
 
 
 @functools.lru_cache(maxsize=None)
 def _runs(root):
-    tiny.save_whisper(root / "whisper", 1)
-    tiny.save_lm_with_token(root / "lm", "<audio>")
+    tiny.save_audio_lm_parts(root)
     ref = equivalence.run(_topology(root, COLOCATED), colocated=True, nproc=1, steps=2)[0]
     topo = _topology(root, HETERO)
     return topo, equivalence.run(topo, steps=2), ref

@@ -141,3 +141,24 @@ def save_lm_with_token(path, token: str, seed: int = 2):
     tok.add_special_tokens({"additional_special_tokens": [AddedToken(token, special=True)]})
     tok.save_pretrained(path)
     return lm
+
+
+def save_audio_lm_parts(root) -> None:
+    """`root/whisper` and `root/lm` (a Llama with an `<audio>` token): the parts of an audio LM."""
+    save_whisper(root / "whisper", 1)
+    save_lm_with_token(root / "lm", "<audio>")
+
+
+def audio_lm_topology(root, name: str, modules, **train):
+    """A topology of `save_audio_lm_parts`' parts: `modules` {audio|language: keys besides `hf`}, the
+    audio-serving test data, `train` over global batch 8, micro batch 2, lr 1e-3; written to root/NAME.yaml."""
+    import json
+
+    from mimo_runtime.topology import load_topology
+
+    raw = {"modules": {n: {**m, "hf": str(root / ("whisper" if n == "audio" else "lm"))} for n, m in modules.items()},
+           "data": {"factory": "tests.hf.hf_data:build_data", "args": {"seq": 32, "audio": True}},
+           "train": {"global_batch": 8, "micro_batch": 2, "lr": 1e-3, **train}}
+    path = root / f"{name}.yaml"
+    path.write_text(json.dumps(raw))
+    return load_topology(str(path))
