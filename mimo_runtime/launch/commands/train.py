@@ -53,7 +53,8 @@ def add_arguments(p) -> None:
                      help="seconds to wait for the cluster to place every module's ranks (default: 60)")
 
 
-def run_config(args, topology):
+def run_config(args, topology, options=None):
+    """The RunConfig of the flags; `options`: `_product_options(args)` when the caller checked them already."""
     t = topology.train
     nproc = args.nproc or (1 if args.colocated else topology.world_size)
     if not args.colocated and nproc != topology.world_size:
@@ -63,7 +64,7 @@ def run_config(args, topology):
         raise ArgumentError("--frozen-lead", f"must be >= 0, got {args.frozen_lead}")
     device = _device(args, topology)
     grad_reducer = resolve_grad_reducer(t.grad_reducer, device, topology.source)
-    options = _product_options(args)
+    options = _product_options(args) if options is None else options
     if args.metrics and not args.resume:
         open(args.metrics, "w").close()  # a resumed run appends its steps
     from mimo_runtime.train.loop import RunConfig  # torch and megatron: after the flags are checked
@@ -126,9 +127,9 @@ def run_overrides(args) -> list:
 
 def run(args) -> int:
     topology = _load(args)
-    _product_options(args)  # bad flags fail before the factories' imports
+    options = _product_options(args)  # bad flags fail before the factories' imports
     preflight(topology)  # model/data factories import here once, before any rank starts
-    cfg = run_config(args, topology)
+    cfg = run_config(args, topology, options)
     if args.ray:
         return _run_on_ray(args, topology, cfg)
     for flag, value in (("--address", args.address), ("--max-restarts", args.max_restarts)):
