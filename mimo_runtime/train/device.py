@@ -56,8 +56,9 @@ def topology_wants_gpus(topology) -> bool:
     return any(_gpus(m) > 0 for m in topology.modules.values())
 
 
-def all_modules_want_gpus(topology) -> bool:
-    return all(_gpus(m) > 0 for m in topology.modules.values())
+def modules_without_gpus(topology) -> list:
+    """Modules that reserve no GPU (`resources: {GPU: n}`), in file order."""
+    return [name for name, m in topology.modules.items() if not _gpus(m) > 0]
 
 
 def backend_for(device: str) -> str:

@@ -76,14 +76,14 @@ def run_config(args, topology, options=None):
 
 
 def _device(args, topology) -> str:
-    from mimo_runtime.train.device import all_modules_want_gpus, resolve_device, topology_wants_gpus
+    from mimo_runtime.train.device import modules_without_gpus, resolve_device, topology_wants_gpus
 
     requested = args.device or topology.train.device
     flag = "--device" if args.device else None
     device = resolve_device(requested, flag, topology.source, topology_wants_gpus(topology) if args.ray else None)
-    if args.ray and device == "cuda" and not all_modules_want_gpus(topology):
+    lacking = modules_without_gpus(topology)
+    if args.ray and device == "cuda" and lacking:
         # Ray hides the GPUs an actor did not reserve; one without a GPU bundle would see none (or all)
-        lacking = [n for n, m in topology.modules.items() if not m.resources or not m.resources.get("GPU")]
         raise ArgumentError(flag or "--device", f"cuda under Ray needs a GPU per rank: give modules {lacking} "
                                                 f"resources: {{GPU: 1}} (docs/launching.md#gpu-runs)")
     return device
