@@ -298,7 +298,7 @@ INTERLEAVING = ("interleaved_1f1b", "zero_bubble", "gpipe")  # schedules that ru
 def _check_virtual_stages(topo: Topology, problems: Problems) -> None:
     """`parallel.vpp` and `train.schedule`: chunk c of stage p holds virtual stage c * pp + p (megatron's
     interleaving), so vpp * pp splits the layers, and megatron's microbatch rule for interleaving holds."""
-    src, schedule = topo.source, topo.train.schedule
+    schedule = topo.train.schedule
     layers = _layers(topo)
     chunked = {n: m for n, m in topo.modules.items() if m.parallel.vpp > 1}
     for n, m in chunked.items():

@@ -2,7 +2,7 @@
 
 import functools
 import random
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 from mimo_runtime.plan import ModuleLayout, ModulePlan, Plan, make_plan
 from mimo_runtime.schedule import Schedule, build_schedule
