@@ -1,6 +1,7 @@
 """Shared fixtures for launcher tests, all on 127.0.0.1.
 
-`ray_cluster`: one two-node Ray cluster per test session, started and stopped by PID. The head
+`ray_cluster`: one two-node Ray cluster for the tests of this package, started and stopped by PID
+(stopped when the last of them ends, so its idle processes do not slow the tests after it). The head
 node offers the custom resource `enc` (and runs the dashboard, for `ray job submit`); the second
 node offers `llm`: a heterogeneous cluster on one machine.
 `torchrun_losses`: the per-step losses of a torchrun run of the same topology, the reference the
@@ -110,7 +111,7 @@ def _leftovers(temp_dir: str):
             if temp_dir in " ".join(p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster():
     temp_dir = tempfile.mkdtemp(prefix="mr-", dir="/tmp")  # short: Ray's socket paths have a length limit
     port, dash = free_port(), free_port()
