@@ -33,6 +33,13 @@ def _gigabytes(text: str) -> float:
 
 
 def run(args) -> int:
+    from mimo_runtime.groups import one_rank_world
+
+    with one_rank_world():  # build_on_meta's world ends with the command
+        return _run(args)
+
+
+def _run(args) -> int:
     from mimo_runtime.errors import ArgumentError
     from mimo_runtime.factories import preflight
     from mimo_runtime.launch.commands.check_memory import estimate, gb, mb, numel

@@ -19,6 +19,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from mimo_runtime.groups import one_rank_world
+
+    with one_rank_world():
+        return _export(args)
+
+
+def _export(args) -> int:
     topo = load_topology(args.topology)
     parts = {n: m.hf for n, m in topo.modules.items() if m.hf}
     if not parts and (isinstance(topo.model, str) or not topo.model.hf):
@@ -47,11 +54,9 @@ def run(args) -> int:
 
 def _whole_model(topo):
     from mimo_runtime.groups import build_module_groups
-    from mimo_runtime.hf.pretrained import one_rank_world
     from mimo_runtime.model.factory import build_model
     from mimo_runtime.plan import colocated_plan
 
-    one_rank_world(topo.train.timeout_s)
     plan = colocated_plan(topo, 1)
     return build_model(plan, build_module_groups(plan, topo.train.timeout_s), 0, topo.train.seed)
 

@@ -27,6 +27,13 @@ def module_params(model, name: str) -> List:
 
 
 def run(args) -> int:
+    from mimo_runtime.groups import one_rank_world
+
+    with one_rank_world():  # build_on_meta's world ends with the command
+        return _run(args)
+
+
+def _run(args) -> int:
     import difflib
 
     from mimo_runtime.errors import ArgumentError

@@ -1,0 +1,53 @@
+"""The one-rank world of in-process model work (groups/world.py): a command ends the world it
+started, so a process that runs many (a notebook, these tests) does not pile up gloo threads; a
+world that was there before is left alone."""
+
+import gc
+import os
+
+import pytest
+import torch.distributed as dist
+
+from mimo_runtime.groups import ensure_one_rank_world, one_rank_world
+from mimo_runtime.launch.cli import main
+
+TOPOLOGY = os.path.join(os.path.dirname(__file__), "..", "..", "topologies", "vlm-4rank.yaml")
+
+
+def threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.fixture(autouse=True)
+def no_world_before():
+    assert not dist.is_initialized(), "an earlier test left a process group up"
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("command", [["params", TOPOLOGY], ["check", TOPOLOGY]])
+def test_in_process_commands_end_the_world_they_start_and_its_threads(command, capsys):
+    assert main(command) == 0  # the first run's imports start their own threads; they stay
+    gc.collect()
+    before = threads()
+    for _ in range(3):
+        assert main(command) == 0
+        assert not dist.is_initialized()
+    gc.collect()
+    # each build adds about 60 gloo threads (20 groups of 3) while it lives
+    assert threads() <= before + 2, (before, threads())
+
+
+def test_a_world_that_was_there_is_left_up():
+    assert ensure_one_rank_world() is True
+    with one_rank_world():
+        assert main(["params", TOPOLOGY]) == 0
+    assert dist.is_initialized() and dist.get_world_size() == 1
+    assert ensure_one_rank_world() is False
+
+
+def test_one_rank_world_ends_what_it_started():
+    with one_rank_world():
+        assert dist.is_initialized() and dist.get_world_size() == 1
+    assert not dist.is_initialized()
