@@ -5,7 +5,7 @@ modules in plan order and the same dimension list for each, whatever this rank h
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Dict, List, Optional
 
@@ -30,11 +30,13 @@ GROUP_DIMS = (
 
 @dataclass
 class ModuleGroups:
-    """One module's grid and groups. `pgs` is None on ranks outside the module."""
+    """One module's grid and groups. `pgs` is None on ranks outside the module; `mine` lists every
+    group made for it that this rank is in (what `groups.world.release_with` destroys)."""
 
     plan: ModulePlan
     grid: HyperCommGrid
     pgs: Optional[ProcessGroupCollection]
+    mine: List[dist.ProcessGroup] = field(default_factory=list)
 
 
 def embedding_rank_lists(m: ModulePlan) -> List[List[int]]:
@@ -54,15 +56,15 @@ def build_module_groups(plan: Plan, timeout_s: float) -> Dict[str, ModuleGroups]
     for name, m in plan.modules.items():
         grid = HyperCommGrid(list(m.shape), list(DIM_NAMES), rank_offset=m.rank_offset, backend="gloo"
                              if dist.get_backend() == "gloo" else None)
-        for _, dims in GROUP_DIMS:
-            grid.create_pg(dims, timeout=timeout)
+        made = [grid.create_pg(dims, timeout=timeout) for _, dims in GROUP_DIMS]
         embd = _new_groups(embedding_rank_lists(m), rank, timeout)
         pos_embd = _new_groups([[r] for r in m.stage_ranks(0)], rank, timeout)
         pgs = None
         if m.holds(rank):
-            pgs = ProcessGroupCollection(**{field: grid.get_pg(dims) for field, dims in GROUP_DIMS},
+            pgs = ProcessGroupCollection(**{f: grid.get_pg(dims) for f, dims in GROUP_DIMS},
                                          embd=embd, pos_embd=pos_embd)
-        out[name] = ModuleGroups(m, grid, pgs)
+        mine = [g for g in made + [embd, pos_embd] if g is not None and g != dist.GroupMember.NON_GROUP_MEMBER]
+        out[name] = ModuleGroups(m, grid, pgs, mine)
     return out
 
 

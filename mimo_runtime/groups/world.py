@@ -4,11 +4,14 @@ build the whole model on one rank, and `hf.from_pretrained` returns one for a no
 megatron builds its process-group collections from torch.distributed, so these need a world; the
 one started here is gloo over an in-memory store (no sockets, no port). Every model build adds its
 groups to that world (about 20 gloo groups, 3 threads each, for a two-module model), so a command
-destroys the world it started when it ends (`one_rank_world`): a process that runs many of them (a
-notebook, the tests) does not pile up threads.
+destroys the world it started when it ends (`one_rank_world`), and a model that outlives its call
+(`from_pretrained`) takes its groups with it when it is collected (`release_with`): a process that
+builds many (a notebook, the tests) does not pile up threads.
 """
 
+import weakref
 from contextlib import contextmanager
+from typing import Dict
 
 import torch.distributed as dist
 
@@ -34,3 +37,20 @@ def one_rank_world():
     finally:
         if started and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def release_with(model, groups: Dict) -> None:
+    """Destroy `groups`' process groups (build_module_groups' result, this rank's) once `model` is
+    garbage-collected; the world itself stays."""
+    finalizer = weakref.finalize(model, _destroy, [g for mg in groups.values() for g in mg.mine])
+    finalizer.atexit = False  # at exit the world goes anyway
+
+
+def _destroy(pgs) -> None:
+    if not dist.is_initialized():
+        return  # the world was destroyed, and these groups with it
+    for pg in pgs:
+        try:
+            dist.destroy_process_group(pg)
+        except (ValueError, RuntimeError):
+            pass  # already destroyed, or from a world since replaced

@@ -14,10 +14,9 @@ def from_pretrained(directory: str, seed: int = 0, timeout_s: float = 120.0):
     `model(input_ids=..., position_ids=..., modality_inputs={"images": {"vision_tower": {"pixel_values": px}}})`
     returns (logits (B, S, vocab), loss_mask). Starts the one-rank world of groups/world.py (gloo,
     an in-memory store) when no process group exists; an existing one must have world size 1. The
-    world and the model's groups outlive this call (the model uses them); a notebook that is done
-    with its models ends them with torch.distributed.destroy_process_group().
+    world outlives this call; the model's own groups are destroyed when it is garbage-collected.
     """
-    from mimo_runtime.groups import build_module_groups, ensure_one_rank_world
+    from mimo_runtime.groups import build_module_groups, ensure_one_rank_world, release_with
     from mimo_runtime.model.factory import build_model
     from mimo_runtime.plan import make_plan
     from mimo_runtime.topology import topology_from_dict
@@ -30,5 +29,7 @@ def from_pretrained(directory: str, seed: int = 0, timeout_s: float = 120.0):
     topo = topology_from_dict({"model": {"hf": str(directory)},
                                "placement": "colocated", "modules": modules}, source=str(directory))
     plan = make_plan(topo)
-    model = build_model(plan, build_module_groups(plan, timeout_s), 0, seed)
+    groups = build_module_groups(plan, timeout_s)
+    model = build_model(plan, groups, 0, seed)
+    release_with(model, groups)  # its groups go when the model does
     return model.eval()

@@ -52,3 +52,20 @@ def test_one_rank_world_ends_what_it_started():
     with one_rank_world():
         assert dist.is_initialized() and dist.get_world_size() == 1
     assert not dist.is_initialized()
+
+
+def test_a_from_pretrained_model_takes_its_groups_when_it_is_collected(tmp_path):
+    from mimo_runtime.hf import from_pretrained
+    from tests.hf.tiny import save_llama
+
+    save_llama(tmp_path)
+    first = from_pretrained(str(tmp_path))  # the first build's imports start their own threads
+    del first
+    gc.collect()
+    before = threads()
+    models = [from_pretrained(str(tmp_path)) for _ in range(3)]
+    assert threads() >= before + 3 * 20  # each holds about 20 gloo groups while it lives
+    del models
+    gc.collect()
+    assert threads() <= before + 2, (before, threads())
+    assert dist.is_initialized() and dist.get_world_size() == 1  # the world stays for the next model
