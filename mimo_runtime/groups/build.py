@@ -63,7 +63,7 @@ def build_module_groups(plan: Plan, timeout_s: float) -> Dict[str, ModuleGroups]
         if m.holds(rank):
             pgs = ProcessGroupCollection(**{f: grid.get_pg(dims) for f, dims in GROUP_DIMS},
                                          embd=embd, pos_embd=pos_embd)
-        mine = [g for g in made + [embd, pos_embd] if g is not None and g != dist.GroupMember.NON_GROUP_MEMBER]
+        mine = [g for g in made + [embd, pos_embd] if g is not None]  # None: a group without this rank
         out[name] = ModuleGroups(m, grid, pgs, mine)
     return out
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from mimo_runtime.groups import build_module_groups
+from mimo_runtime.groups import build_module_groups, one_rank_world
 from mimo_runtime.model.meta import build_on_meta
 from mimo_runtime.plan import colocated_plan
 from mimo_runtime.topology import topology_from_dict
@@ -17,12 +17,8 @@ from mimo_runtime.train import megatron_ddp
 
 @pytest.fixture(scope="module")
 def world():
-    started = not dist.is_initialized()
-    if started:
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    yield
-    if started:
-        dist.destroy_process_group()
+    with one_rank_world():
+        yield
 
 
 def _topology(**train):

@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from mimo_runtime.groups import one_rank_world
 from mimo_runtime.model.meta import build_on_meta
 from mimo_runtime.topology import topology_from_dict
 from mimo_runtime.topology.presets import PRESETS, REAL_SIZE
@@ -19,13 +18,6 @@ def _topology(model, encoders):
     modules.update({name: {"kind": "encoder", "modality": name, "ranks": 1} for name in encoders})
     return topology_from_dict({"name": "meta", "model": model, "modules": modules,
                                "train": {"global_batch": 2, "micro_batch": 2}})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def world():
-    """build_on_meta starts the one-rank world when none is up; it ends with this module."""
-    with one_rank_world():
-        yield
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ def threads() -> int:
 
 @pytest.fixture(autouse=True)
 def no_world_before():
-    if dist.is_initialized():  # tests/conftest.py ends what a module leaves; this test needs none at all
-        dist.destroy_process_group()
+    assert not dist.is_initialized(), "a process group outlived its test module (tests/conftest.py ends those)"
     yield
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -3,9 +3,8 @@ and a no-weight-decay group (the `no_weight_decay` globs), frozen parameters in 
 
 import pytest
 import torch
-import torch.distributed as dist
 
-from mimo_runtime.groups import build_module_groups
+from mimo_runtime.groups import build_module_groups, one_rank_world
 from mimo_runtime.model import build_model, global_parameters
 from mimo_runtime.plan import colocated_plan
 from mimo_runtime.topology import topology_from_dict
@@ -16,22 +15,18 @@ from mimo_runtime.train.optim import build_optimizers, set_learning_rates
 @pytest.fixture(scope="module")
 def built():
     torch.set_num_threads(1)
-    started = not dist.is_initialized()
-    if started:
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    topo = topology_from_dict({"model": "tiny-vlm", "modules": {
-        "images": {"kind": "encoder", "freeze": ["encoders.*.layers.*"],
-                   "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.5, "weight_decay": 0.01}},
-        "language": {"kind": "language", "optimizer": {"no_weight_decay": ["*bias", "*norm*", "embedding.*"],
-                                                       "betas": [0.8, 0.9], "eps": 1.0e-6}}},
-        "train": {"weight_decay": 0.1, "lr": 0.002}})
-    plan = colocated_plan(topo, 1)
-    model = build_model(plan, build_module_groups(plan, 30), 0, seed=0)
-    apply_freeze(model, plan, 0)
-    names = {id(p): n for n, (p, *_rest) in global_parameters(model).items()}
-    yield plan, model, build_optimizers(model, plan, 0), names
-    if started:
-        dist.destroy_process_group()
+    with one_rank_world():
+        topo = topology_from_dict({"model": "tiny-vlm", "modules": {
+            "images": {"kind": "encoder", "freeze": ["encoders.*.layers.*"],
+                       "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.5, "weight_decay": 0.01}},
+            "language": {"kind": "language", "optimizer": {"no_weight_decay": ["*bias", "*norm*", "embedding.*"],
+                                                           "betas": [0.8, 0.9], "eps": 1.0e-6}}},
+            "train": {"weight_decay": 0.1, "lr": 0.002}})
+        plan = colocated_plan(topo, 1)
+        model = build_model(plan, build_module_groups(plan, 30), 0, seed=0)
+        apply_freeze(model, plan, 0)
+        names = {id(p): n for n, (p, *_rest) in global_parameters(model).items()}
+        yield plan, model, build_optimizers(model, plan, 0), names
 
 
 def grouped(opt, names):

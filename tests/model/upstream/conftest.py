@@ -8,24 +8,21 @@ calls `.cuda()` on a buffer in `__init__`; on a CPU-only torch that call keeps t
 
 import pytest
 import torch
-import torch.distributed as dist
 from megatron.core import parallel_state
+
+from mimo_runtime.groups import one_rank_world as world
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_rank_world():
     torch.set_num_threads(1)
-    started = not dist.is_initialized()
-    if started:
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    parallel_state.initialize_model_parallel(1, 1)
-    cuda = torch.Tensor.cuda
-    if not torch.cuda.is_available():
-        torch.Tensor.cuda = lambda self, *args, **kwargs: self
-    try:
-        yield
-    finally:
-        torch.Tensor.cuda = cuda
-        parallel_state.destroy_model_parallel()
-        if started:
-            dist.destroy_process_group()
+    with world():
+        parallel_state.initialize_model_parallel(1, 1)
+        cuda = torch.Tensor.cuda
+        if not torch.cuda.is_available():
+            torch.Tensor.cuda = lambda self, *args, **kwargs: self
+        try:
+            yield
+        finally:
+            torch.Tensor.cuda = cuda
+            parallel_state.destroy_model_parallel()
